@@ -1,0 +1,93 @@
+"""One training step's shared state: the batch, the model parts and memoised passes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from eclsr.components import Encoder, real_mask
+
+T = TypeVar("T")
+
+
+@dataclass
+class Batch:
+    """A batch of training sequences, right-padded and trimmed to its longest row.
+
+    Attributes:
+        items: ``[B, T]`` input item ids (0 = padding).
+        targets: ``[B, T]`` next item at each position (0 at padding).
+        lengths: ``[B]`` number of real positions per row.
+        users: ``[B]`` user indices (rows of the dataset).
+    """
+
+    items: Tensor
+    targets: Tensor
+    lengths: Tensor
+    users: Tensor
+
+    @property
+    def mask(self) -> Tensor:
+        """``[B, T]`` bool, True at real positions."""
+        return real_mask(self.lengths, self.items.size(1))
+
+    def to(self, device: torch.device | str) -> Batch:
+        """Move every tensor to ``device``."""
+        return Batch(*(t.to(device) for t in (self.items, self.targets, self.lengths, self.users)))
+
+
+@dataclass
+class Step:
+    """Everything a head or augmentation sees during one training step.
+
+    Expensive results are shared through :meth:`memo`, so the UBE's first pass serves the
+    next-item loss, the RID conditioning and the first contrastive view, and one generator pass
+    serves both the generator loss and the masked substitution.
+
+    Attributes:
+        batch: the batch being trained on.
+        encoder: the UBE.
+        item_embedding: the shared item table ``[N+2, D]``.
+        num_items: N.
+        generator: the seeded random generator every component must draw from.
+        epoch: current epoch (0-based).
+        stage: training stage (1, or 2 after a two-stage schedule switches).
+        generator_frozen: True when the generator must run without gradients.
+        services: modules published by heads (e.g. ``"generator"``).
+    """
+
+    batch: Batch
+    encoder: Encoder
+    item_embedding: nn.Embedding
+    num_items: int
+    generator: torch.Generator
+    epoch: int = 0
+    stage: int = 1
+    generator_frozen: bool = False
+    services: dict[str, nn.Module] = field(default_factory=dict)
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def memo(self, key: Any, compute: Callable[[], T]) -> T:
+        """Return the value cached under ``key``, computing it once per step."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    @property
+    def hidden(self) -> Tensor:
+        """``[B, T, D]``: the UBE's first pass over the batch (computed once per step)."""
+        return self.memo("ube.hidden", lambda: self.encoder(self.batch.items, self.batch.lengths))
+
+    @property
+    def mask_token(self) -> int:
+        """Id of the [MASK] token (N+1)."""
+        return self.num_items + 1
+
+    @property
+    def item_weights(self) -> Tensor:
+        """``[N+1, D]`` output-projection rows for ids 0..N (row 0 = padding, never a target)."""
+        return self.item_embedding.weight[: self.num_items + 1]
