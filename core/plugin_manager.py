@@ -178,5 +178,12 @@ def _register(regs: Registries, allowed: tuple[type, ...], origin: Origin, hook:
 
 @functools.cache
 def collect_registries() -> Registries:
-    """Registries of the process-wide plugin manager (cached; reset when a file plugin loads)."""
-    return build_registries(get_plugin_manager())
+    """Registries of the process-wide plugin manager, slots resolved.
+
+    Cached; reset when a file plugin loads.
+    """
+    from eclsr.schema import resolve_slots
+
+    regs = build_registries(get_plugin_manager())
+    resolve_slots(regs)
+    return regs

@@ -1,0 +1,85 @@
+"""The recipe schema, built from the registries once plugins are loaded.
+
+Nested component fields are annotated with slot names (``MildSlot`` ...). Here they are bound to
+discriminated unions over every registered class of their kind, so pydantic reports a wrong name
+with the list of valid ones, and an invasive augmentation where a mild one belongs is rejected.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, Field, create_model
+
+from eclsr.data_config import DataConfig
+from eclsr.plugin_manager import Registries
+from eclsr.registry import Registry
+
+
+def tagged_union(classes: list[type]) -> Any:
+    """``Annotated[Union[...], Field(discriminator="name")]`` over ``classes``."""
+    if not classes:
+        return Annotated[None, Field(description="no component of this kind is registered")]
+    return Annotated[Union[tuple(classes)], Field(discriminator="name")]  # noqa: UP007
+
+
+def slot_namespace(regs: Registries) -> dict[str, Any]:
+    """The unions each slot name stands for."""
+    mild, invasive = list(regs.mild), list(regs.invasive)
+    return {
+        "EncoderSlot": tagged_union(list(regs.encoders)),
+        "MildSlot": tagged_union(mild),
+        "InvasiveSlot": tagged_union(invasive),
+        "AugmentationSlot": tagged_union(mild + invasive),
+    }
+
+
+def resolve_slots(regs: Registries) -> None:
+    """Rebuild every registered config class with its slots bound to the current unions."""
+    namespace = slot_namespace(regs)
+    for registry in regs.all():
+        for cls in registry:
+            cls.model_rebuild(force=True, _types_namespace=namespace)
+
+
+class TrainConfigBase(BaseModel):
+    """Marker base; the real training section lives in :mod:`eclsr.train_config`."""
+
+
+def build_recipe_model(regs: Registries) -> type[BaseModel]:
+    """The pydantic model of a whole recipe with every installed plugin."""
+    from eclsr.train_config import EvalConfig, RecipeBase, TrainConfig
+
+    encoder_union = tagged_union(list(regs.encoders))
+    head_union = tagged_union(list(regs.heads))
+    return create_model(
+        "Recipe",
+        __base__=RecipeBase,
+        data=(DataConfig, Field(default_factory=DataConfig, description="Dataset and sequence length.")),
+        encoder=(encoder_union, Field(description="The user-behaviour encoder (UBE).")),
+        heads=(list[head_union], Field(min_length=1, description="Objectives, each with a weight.")),
+        train=(TrainConfig, Field(default_factory=TrainConfig, description="Optimisation and early stopping.")),
+        eval=(EvalConfig, Field(default_factory=EvalConfig, description="Evaluation protocol.")),
+    )
+
+
+@functools.cache
+def _cached_recipe_model(regs_id: int, regs: Registries) -> type[BaseModel]:
+    return build_recipe_model(regs)
+
+
+def recipe_model(regs: Registries) -> type[BaseModel]:
+    """The recipe model for ``regs`` (cached per registries object)."""
+    return _cached_recipe_model(id(regs), regs)
+
+
+def registry_for_slot(regs: Registries, slot: str) -> list[Registry]:
+    """Registries whose names are valid in ``slot`` (for error hints)."""
+    table = {
+        "encoder": [regs.encoders],
+        "heads": [regs.heads],
+    }
+    return table.get(slot, [regs.mild, regs.invasive])
+
+
