@@ -48,3 +48,13 @@ def eclsr_register_heads(register: RegisterCallback) -> None:
         register: call ``register(ConfigClass)`` for each head. ``ConfigClass`` subclasses
             ``eclsr.HeadConfig`` and its ``build(ctx)`` returns an ``eclsr.Head`` module.
     """
+
+
+@hookspec
+def eclsr_register_readers(register: RegisterCallback) -> None:
+    """Register data-file readers (formats such as CSV, RecBole ``.inter``, sequence files).
+
+    Args:
+        register: call ``register(ConfigClass)`` for each reader. ``ConfigClass`` subclasses
+            ``eclsr.datasets.base.ReaderConfig``.
+    """

@@ -27,10 +27,16 @@ from eclsr.components import (
     InvasiveAugmentationConfig,
     MildAugmentationConfig,
 )
+from eclsr.datasets.base import ReaderConfig
 from eclsr.errors import PluginError
 from eclsr.registry import Origin, Registry
 
-BUILTIN_PACKAGES = ("eclsr.plugins.encoders", "eclsr.plugins.augment", "eclsr.plugins.heads")
+BUILTIN_PACKAGES = (
+    "eclsr.plugins.encoders",
+    "eclsr.plugins.augment",
+    "eclsr.plugins.heads",
+    "eclsr.plugins.readers",
+)
 AUTOLOAD_ENV = "ECLSR_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_ENV = "ECLSR_DISABLED_PLUGINS"
 
@@ -43,10 +49,11 @@ class Registries:
     mild: Registry
     invasive: Registry
     heads: Registry
+    readers: Registry
 
     def all(self) -> list[Registry]:
         """The registries in display order."""
-        return [self.encoders, self.mild, self.invasive, self.heads]
+        return [self.encoders, self.mild, self.invasive, self.heads, self.readers]
 
 
 def blocked_names() -> set[str]:
@@ -147,11 +154,18 @@ def _eclsr_version() -> str:
 
 def build_registries(pm: pluggy.PluginManager) -> Registries:
     """Call every plugin's hooks and sort what they register into the registries."""
-    regs = Registries(Registry("encoder"), Registry("mild augmentation"), Registry("invasive augmentation"), Registry("head"))
+    regs = Registries(
+        Registry("encoder"),
+        Registry("mild augmentation"),
+        Registry("invasive augmentation"),
+        Registry("head"),
+        Registry("reader"),
+    )
     hooks = {
         "eclsr_register_encoders": (EncoderConfig,),
         "eclsr_register_augmentations": (MildAugmentationConfig, InvasiveAugmentationConfig),
         "eclsr_register_heads": (HeadConfig,),
+        "eclsr_register_readers": (ReaderConfig,),
     }
     for hook_name, allowed in hooks.items():
         hook = getattr(pm.hook, hook_name)
@@ -172,6 +186,8 @@ def _register(regs: Registries, allowed: tuple[type, ...], origin: Origin, hook:
         regs.mild.register(cls, origin)
     elif issubclass(cls, InvasiveAugmentationConfig):
         regs.invasive.register(cls, origin)
+    elif issubclass(cls, ReaderConfig):
+        regs.readers.register(cls, origin)
     else:
         regs.heads.register(cls, origin)
 

@@ -1,0 +1,1 @@
+"""Data in: readers, preprocessing, catalogue, cache, splits (owned by the data work)."""
