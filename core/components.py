@@ -112,9 +112,7 @@ class Encoder(nn.Module):
 
     hidden_size: int
 
-    def forward(
-        self, items: Tensor, lengths: Tensor, input_offset: Tensor | None = None
-    ) -> Tensor:
+    def forward(self, items: Tensor, lengths: Tensor, input_offset: Tensor | None = None) -> Tensor:
         """Encode a batch.
 
         Args:

@@ -17,6 +17,8 @@ class DataConfig(BaseModel):
     data_dir: str | None = Field(
         None, description="Folder holding named datasets; default: $ECLSR_DATA_DIR, else ./data."
     )
-    max_len: int = Field(50, ge=2, le=4096, description="Maximum sequence length L (most recent items kept).")
+    max_len: int = Field(
+        50, ge=2, le=4096, description="Maximum sequence length L (most recent items kept)."
+    )
     synthetic_users: int = Field(2000, ge=10, description="Users of the synthetic dataset.")
     synthetic_items: int = Field(500, ge=10, description="Items of the synthetic dataset.")

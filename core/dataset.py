@@ -50,7 +50,9 @@ class SequenceDataset:
         return self.items[self.offsets[user] : self.offsets[user + 1]]
 
 
-def from_sequences(sequences: list[list[int]], num_items: int | None = None, name: str = "dataset") -> SequenceDataset:
+def from_sequences(
+    sequences: list[list[int]], num_items: int | None = None, name: str = "dataset"
+) -> SequenceDataset:
     """Build a dataset from Python lists of item ids already in 1..N."""
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

@@ -128,8 +128,9 @@ def _check_pending(pm: pluggy.PluginManager) -> None:
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        msg = f"a plugin implements a hook that does not exist: {exc}. Hook names are: " + ", ".join(
-            n for n in dir(hookspecs) if n.startswith("eclsr_")
+        msg = (
+            f"a plugin implements a hook that does not exist: {exc}. Hook names are: "
+            + ", ".join(n for n in dir(hookspecs) if n.startswith("eclsr_"))
         )
         raise PluginError(msg) from exc
 
@@ -175,7 +176,9 @@ def build_registries(pm: pluggy.PluginManager) -> Registries:
     return regs
 
 
-def _register(regs: Registries, allowed: tuple[type, ...], origin: Origin, hook: str, cls: type) -> None:
+def _register(
+    regs: Registries, allowed: tuple[type, ...], origin: Origin, hook: str, cls: type
+) -> None:
     if not (isinstance(cls, type) and issubclass(cls, allowed)):
         names = " or ".join(f"eclsr.{a.__name__}" for a in allowed)
         msg = f"{origin} registered {cls!r} from {hook}, but that hook takes subclasses of {names}."

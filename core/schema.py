@@ -14,7 +14,6 @@ from pydantic import BaseModel, Field, create_model
 
 from eclsr.data_config import DataConfig
 from eclsr.plugin_manager import Registries
-from eclsr.registry import Registry
 
 
 def tagged_union(classes: list[type]) -> Any:
@@ -43,10 +42,6 @@ def resolve_slots(regs: Registries) -> None:
             cls.model_rebuild(force=True, _types_namespace=namespace)
 
 
-class TrainConfigBase(BaseModel):
-    """Marker base; the real training section lives in :mod:`eclsr.train_config`."""
-
-
 def build_recipe_model(regs: Registries) -> type[BaseModel]:
     """The pydantic model of a whole recipe with every installed plugin."""
     from eclsr.train_config import EvalConfig, RecipeBase, TrainConfig
@@ -56,10 +51,19 @@ def build_recipe_model(regs: Registries) -> type[BaseModel]:
     return create_model(
         "Recipe",
         __base__=RecipeBase,
-        data=(DataConfig, Field(default_factory=DataConfig, description="Dataset and sequence length.")),
+        data=(
+            DataConfig,
+            Field(default_factory=DataConfig, description="Dataset and sequence length."),
+        ),
         encoder=(encoder_union, Field(description="The user-behaviour encoder (UBE).")),
-        heads=(list[head_union], Field(min_length=1, description="Objectives, each with a weight.")),
-        train=(TrainConfig, Field(default_factory=TrainConfig, description="Optimisation and early stopping.")),
+        heads=(
+            list[head_union],
+            Field(min_length=1, description="Objectives, each with a weight."),
+        ),
+        train=(
+            TrainConfig,
+            Field(default_factory=TrainConfig, description="Optimisation and early stopping."),
+        ),
         eval=(EvalConfig, Field(default_factory=EvalConfig, description="Evaluation protocol.")),
     )
 
@@ -72,14 +76,3 @@ def _cached_recipe_model(regs_id: int, regs: Registries) -> type[BaseModel]:
 def recipe_model(regs: Registries) -> type[BaseModel]:
     """The recipe model for ``regs`` (cached per registries object)."""
     return _cached_recipe_model(id(regs), regs)
-
-
-def registry_for_slot(regs: Registries, slot: str) -> list[Registry]:
-    """Registries whose names are valid in ``slot`` (for error hints)."""
-    table = {
-        "encoder": [regs.encoders],
-        "heads": [regs.heads],
-    }
-    return table.get(slot, [regs.mild, regs.invasive])
-
-
