@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from eclsr.errors import DataError
-
 
 @dataclass
 class SequenceDataset:
@@ -24,6 +22,10 @@ class SequenceDataset:
         item_vocab: raw id of item ``i`` at index ``i`` (index 0 is ``""``), when known.
         user_vocab: raw id of user ``u`` at index ``u``, when known.
         protocol: preprocessing facts to record with results.
+        split_points: ``[U, 2]`` int64 for ``split = "time"`` only, else None. Row ``u`` = (p0, p1):
+            items ``[:p0]`` are training history, ``[p0:p1]`` validation targets and ``[p1:]``
+            test targets. None means leave-one-out (``[:-2]`` / ``[-2]`` / ``[-1]``).
+        from_cache: True when the arrays were loaded from the preprocessing cache.
     """
 
     items: np.ndarray
@@ -34,6 +36,8 @@ class SequenceDataset:
     item_vocab: list[str] | None = None
     user_vocab: list[str] | None = None
     protocol: dict[str, object] = field(default_factory=dict)
+    split_points: np.ndarray | None = None
+    from_cache: bool = False
 
     @property
     def num_users(self) -> int:
@@ -63,56 +67,13 @@ def from_sequences(
 
 
 def read_sequence_file(path: str | Path) -> SequenceDataset:
-    """Read the one-line-per-user format ``user item item ...`` (items oldest first).
+    """Read the one-line-per-user format ``user item item ...`` (items oldest first) as it is.
 
-    Item ids must be positive integers; they are kept as they are when they already run 1..N
-    contiguously (the S3-Rec/ICLRec files), otherwise remapped in order of first appearance.
+    No filtering (no k-core, any length). Item ids are numbered by their raw id in numeric order,
+    so files whose ids already run 1..N contiguously (the S3-Rec/ICLRec files) keep them.
     """
-    file = Path(path)
-    if not file.is_file():
-        msg = f"data file {str(file)!r} does not exist. Check the path, or set data.data_dir / ECLSR_DATA_DIR to the folder holding it."
-        raise DataError(msg)
-    raw = file.read_bytes()
-    users: list[str] = []
-    sequences: list[list[int]] = []
-    for number, line in enumerate(raw.decode("utf-8", errors="strict").splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) < 2:
-            msg = f"{file}:{number}: a line needs a user id followed by at least one item id, got {line.strip()!r}."
-            raise DataError(msg)
-        try:
-            seq = [int(f) for f in fields[1:]]
-        except ValueError:
-            msg = f"{file}:{number}: item ids must be integers in this format, got {line.strip()[:80]!r}."
-            raise DataError(msg) from None
-        if min(seq) < 1:
-            msg = f"{file}:{number}: item ids must be >= 1 (0 is reserved for padding)."
-            raise DataError(msg)
-        users.append(fields[0])
-        sequences.append(seq)
-    if not sequences:
-        msg = f"data file {str(file)!r} holds no sequences."
-        raise DataError(msg)
-    data = _remap_if_needed(sequences)
-    data.name = file.stem
-    data.source_hash = hashlib.sha256(raw).hexdigest()
-    data.user_vocab = users
-    return data
+    from eclsr.data_config import DataConfig
+    from eclsr.datasets import load_file
 
-
-def _remap_if_needed(sequences: list[list[int]]) -> SequenceDataset:
-    data = from_sequences(sequences)
-    distinct = np.unique(data.items)
-    if distinct[0] == 1 and distinct[-1] == len(distinct):
-        data.item_vocab = [""] + [str(i) for i in range(1, len(distinct) + 1)]
-        return data
-    # Not contiguous: remap to 1..N in order of first appearance, keeping the raw ids.
-    _, first = np.unique(data.items, return_index=True)
-    order = distinct[np.argsort(first)]
-    lookup = {int(raw): new for new, raw in enumerate(order, start=1)}
-    data.items = np.array([lookup[int(i)] for i in data.items], dtype=np.int64)
-    data.num_items = len(order)
-    data.item_vocab = [""] + [str(int(r)) for r in order]
-    return data
+    config = DataConfig(dataset=str(path), format="sequence", k_core=0, min_length=1, cache=False)
+    return load_file(Path(path), config)

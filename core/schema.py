@@ -7,7 +7,6 @@ with the list of valid ones, and an invasive augmentation where a mild one belon
 
 from __future__ import annotations
 
-import functools
 from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, Field, create_model
@@ -68,11 +67,10 @@ def build_recipe_model(regs: Registries) -> type[BaseModel]:
     )
 
 
-@functools.cache
-def _cached_recipe_model(regs_id: int, regs: Registries) -> type[BaseModel]:
-    return build_recipe_model(regs)
-
-
 def recipe_model(regs: Registries) -> type[BaseModel]:
-    """The recipe model for ``regs`` (cached per registries object)."""
-    return _cached_recipe_model(id(regs), regs)
+    """The recipe model for ``regs``, built once per registries object."""
+    model = regs.__dict__.get("_recipe_model")
+    if model is None:
+        model = build_recipe_model(regs)
+        regs.__dict__["_recipe_model"] = model
+    return model

@@ -95,6 +95,11 @@ class EvalConfig(_Section):
         description="Exclude items already in the user's history from the ranking (the target is never "
         "excluded). The authors' code does not.",
     )
+    ties: Literal["strict", "pessimistic"] = Field(
+        "strict",
+        description="strict: rank = 1 + #items scoring strictly higher; pessimistic: items tying "
+        "with the target count as higher too.",
+    )
     chunk_elements: int = Field(
         1 << 24, ge=1024, description="Most [users × items] scores held at once."
     )

@@ -1,1 +1,25 @@
-"""Data in: readers, preprocessing, catalogue, cache, splits (owned by the data work)."""
+"""Data in: readers, preprocessing, catalogue, cache, splits.
+
+Entry points: :func:`load_dataset` (a recipe's ``data`` section → ``SequenceDataset``),
+:func:`load_file`, :func:`from_dataframe`, :func:`stats`, :func:`download`.
+"""
+
+from __future__ import annotations
+
+from eclsr.datasets.base import Interactions, Reader, ReaderConfig
+from eclsr.datasets.catalogue import CATALOGUE, CatalogueEntry
+from eclsr.datasets.loader import choose_reader, from_dataframe, load_dataset, load_file, prepare, stats
+
+__all__ = [
+    "CATALOGUE",
+    "CatalogueEntry",
+    "Interactions",
+    "Reader",
+    "ReaderConfig",
+    "choose_reader",
+    "from_dataframe",
+    "load_dataset",
+    "load_file",
+    "prepare",
+    "stats",
+]

@@ -1,0 +1,5 @@
+"""``python -m eclsr``."""
+
+from eclsr.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""The ``eclsr`` command line. The only place that prints errors and chooses exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from eclsr.errors import EclsrError, RecipeError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so bad flags get our one-paragraph error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise EclsrError(
+            f"{self.prog}: {message}. Run `{self.prog} --help` for the valid arguments."
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = _Parser(
+        prog="eclsr", description="Contrastive sequential recommendation from recipes."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    validate = sub.add_parser("validate", help="validate a recipe (exit 0 valid, 2 invalid)")
+    validate.add_argument("recipe", type=Path)
+    _add_overrides(validate)
+    validate.set_defaults(handler=cmd_validate)
+
+    plugins = sub.add_parser("plugins", help="list every registered component")
+    plugins.add_argument("--json", action="store_true", help="print a JSON list")
+    _add_plugin_files(plugins)
+    plugins.set_defaults(handler=cmd_plugins)
+
+    schema = sub.add_parser("schema", help="print the recipe's JSON schema")
+    _add_plugin_files(schema)
+    schema.set_defaults(handler=cmd_schema)
+
+    run = sub.add_parser("run", help="train and evaluate a recipe")
+    run.add_argument("recipe", type=Path)
+    _add_overrides(run)
+    run.add_argument(
+        "--out", type=Path, default=None, help="run directory (default runs/<name>/<time>)"
+    )
+    run.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
+    run.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    run.set_defaults(handler=cmd_run)
+
+    _add_data_commands(sub)
+    return parser
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe value, e.g. --set train.epochs=2 (repeatable)",
+    )
+    _add_plugin_files(parser)
+
+
+def _add_plugin_files(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin",
+        dest="plugin_files",
+        action="append",
+        default=[],
+        metavar="FILE.py",
+        help="load a plugin file (repeatable)",
+    )
+
+
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    try:
+        from eclsr.datasets.cli import add_data_commands
+    except ImportError:
+        return
+    add_data_commands(sub)
+
+
+def _load_plugin_files(args: argparse.Namespace) -> None:
+    from eclsr.plugin_manager import load_plugin_file
+
+    for file in args.plugin_files:
+        load_plugin_file(file)
+
+
+def _recipe(args: argparse.Namespace):  # noqa: ANN202
+    from eclsr.recipe import load_recipe
+
+    _load_plugin_files(args)
+    return load_recipe(args.recipe, args.overrides)
+
+
+def cmd_validate(args: argparse.Namespace, out: Console) -> int:
+    """``eclsr validate RECIPE``."""
+    recipe = _recipe(args)
+    out.print(f"{args.recipe}: valid ({len(recipe.heads)} heads, encoder {recipe.encoder.name!r})")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace, out: Console) -> int:
+    """``eclsr plugins [--json]``."""
+    from eclsr.plugin_listing import plugin_rows
+
+    _load_plugin_files(args)
+    rows = plugin_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title="eclsr components")
+    for column in ("kind", "name", "plugin", "distribution"):
+        table.add_column(column)
+    for row in rows:
+        kind = f"{row['kind']} ({row['intensity']})" if row["intensity"] else row["kind"]
+        dist = f"{row['distribution']} {row['version']}" if row["distribution"] else "-"
+        table.add_row(kind, row["name"], row["plugin"], dist)
+    out.print(table)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, out: Console) -> int:
+    """``eclsr schema``: the JSON schema of a recipe with every installed plugin."""
+    from eclsr.plugin_manager import collect_registries
+    from eclsr.schema import recipe_model
+
+    _load_plugin_files(args)
+    print(json.dumps(recipe_model(collect_registries()).model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, out: Console) -> int:
+    """``eclsr run RECIPE``: train, evaluate, write the run directory, print the test metrics."""
+    from eclsr.distributed import maybe_init_distributed
+    from eclsr.rundir import default_run_dir
+    from eclsr.train import run
+
+    recipe = _recipe(args)
+    rank = maybe_init_distributed()
+    out_dir = args.out or default_run_dir(recipe.name or "recipe")
+    result = run(
+        recipe,
+        out_dir if rank == 0 else None,
+        overwrite=args.overwrite,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    if rank == 0:
+        print_results(out, result.results, out_dir)
+    return 0
+
+
+def print_results(out: Console, results: dict, out_dir: Path | None) -> None:
+    """A table of the test (and validation) metrics."""
+    table = Table(title=f"{results.get('recipe')}: best epoch {results['best_epoch']}")
+    table.add_column("metric")
+    table.add_column("valid", justify="right")
+    table.add_column("test", justify="right")
+    table.add_column("popularity (test)", justify="right")
+    popularity = results.get("popularity_test", {})
+    for key, value in results["test"].items():
+        table.add_row(
+            key,
+            f"{results['valid'].get(key, float('nan')):.4f}",
+            f"{value:.4f}",
+            f"{popularity.get(key, float('nan')):.4f}",
+        )
+    out.print(table)
+    if out_dir is not None:
+        out.print(f"run directory: {out_dir}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script and ``python -m eclsr``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or bool(os.environ.get("ECLSR_DEBUG"))
+    out = Console()
+    err = Console(stderr=True, soft_wrap=True)
+    try:
+        args = build_parser().parse_args(argv)
+        handler: Callable[[argparse.Namespace, Console], int] = args.handler
+        return handler(args, out)
+    except EclsrError as exc:
+        if debug:
+            raise
+        _print_error(err, exc)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+def _print_error(err: Console, exc: EclsrError) -> None:
+    if isinstance(exc, RecipeError) and exc.problems:
+        err.print(f"[bold red]error:[/] {str(exc).splitlines()[0]}", highlight=False)
+        for problem in exc.problems:
+            err.print(f"  - {problem}", highlight=False, markup=False)
+    else:
+        err.print("[bold red]error:[/] ", end="", highlight=False)
+        err.print(str(exc), highlight=False, markup=False)

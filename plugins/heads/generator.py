@@ -1,0 +1,170 @@
+"""Generator head: BERT4Rec masked-item prediction (L_Gen).
+
+Paper: Zhou et al., "Equivariant Contrastive Learning for Sequential Recommendation", Eq. 14.
+A fraction γ of the real positions is replaced by [MASK] (id N+1) and a bidirectional encoder
+with its own transformer and position embeddings (it shares only the item table E with the UBE)
+predicts the original item there. The head also publishes itself as the ``"generator"`` service:
+:meth:`GeneratorHead.generate` is what the masked-substitution augmentation fills S'' from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from eclsr import (
+    BuildContext,
+    Head,
+    HeadConfig,
+    Step,
+    full_softmax_cross_entropy,
+    hookimpl,
+    real_mask,
+)
+
+if TYPE_CHECKING:
+    from eclsr.components import EncoderSlot
+
+
+class GeneratorConfig(HeadConfig):
+    """BERT4Rec-style masked-item prediction; provides the ``generator`` service."""
+
+    name: Literal["generator"] = "generator"
+    provides_services = ("generator",)
+    encoder: EncoderSlot = Field(
+        default_factory=lambda: {"name": "bert4rec"},
+        validate_default=True,
+        description="The generator's encoder (bidirectional). It shares only the item table "
+        "with the UBE; its transformer and position embeddings are its own.",
+    )
+    mask_ratio: float = Field(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description="γ: probability that each real position is masked (at least one per row).",
+    )
+    chunk_elements: int = Field(
+        1 << 24, gt=0, description="Most logits materialised at once in the full-softmax loss."
+    )
+
+    def build(self, ctx: BuildContext) -> GeneratorHead:
+        """Build the head and publish it as ``ctx.services["generator"]``."""
+        head = GeneratorHead(self, ctx)
+        ctx.services["generator"] = head
+        return head
+
+
+@dataclass
+class GeneratorOutput:
+    """One generator pass over a batch.
+
+    Attributes:
+        masked: ``[B, T]`` bool, True where the input was replaced by [MASK].
+        masked_items: ``[B, T]`` the generator's input (items with [MASK] at masked positions).
+        predictions: ``[B, T]`` argmax item (in 1..N) at masked positions, the original item
+            elsewhere (padding stays 0). Carries no gradient.
+        states: ``[M, D]`` generator states at the masked positions, row-major order
+            (``items[masked]`` order); with gradient unless the generator is frozen.
+        targets: ``[M]`` original items at the masked positions.
+    """
+
+    masked: Tensor
+    masked_items: Tensor
+    predictions: Tensor
+    states: Tensor
+    targets: Tensor
+
+
+class GeneratorHead(Head):
+    """Masked-item prediction with its own encoder; the ``generator`` service."""
+
+    def __init__(self, config: GeneratorConfig, ctx: BuildContext) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = config.encoder.build(ctx)
+
+    def forward(self, step: Step) -> Tensor | dict[str, Tensor]:
+        """Mean CE over masked positions predicting the original item; ``{}`` when frozen."""
+        if step.generator_frozen:
+            return {}
+        out = self.generate(step, self.config.mask_ratio)
+        return full_softmax_cross_entropy(
+            out.states, step.item_weights, out.targets, self.config.chunk_elements
+        )
+
+    def generate(
+        self,
+        step: Step,
+        mask_ratio: float,
+        items: Tensor | None = None,
+        lengths: Tensor | None = None,
+    ) -> GeneratorOutput:
+        """Mask, encode and fill a batch (memoised per step for ``step.batch``).
+
+        Args:
+            step: the training step; randomness comes from ``step.generator``.
+            mask_ratio: γ, probability that each real position is masked.
+            items: ``[B, T]`` sequences to fill; default ``step.batch.items``.
+            lengths: ``[B]`` their lengths; default ``step.batch.lengths``.
+
+        Returns:
+            The :class:`GeneratorOutput`. Computed under ``torch.no_grad()`` when
+            ``step.generator_frozen``.
+        """
+        if items is None or items is step.batch.items:
+            key = ("generator", float(mask_ratio))
+            return step.memo(
+                key, lambda: self._generate(step, mask_ratio, step.batch.items, step.batch.lengths)
+            )
+        assert lengths is not None, "generate(items=...) needs lengths too"
+        return self._generate(step, mask_ratio, items, lengths)
+
+    def _generate(
+        self, step: Step, mask_ratio: float, items: Tensor, lengths: Tensor
+    ) -> GeneratorOutput:
+        frozen = torch.no_grad() if step.generator_frozen else contextlib.nullcontext()
+        with frozen:
+            masked = draw_mask(step.generator, lengths, items.size(1), mask_ratio)  # [B, T]
+            masked_items = items.masked_fill(masked, step.mask_token)  # [B, T]
+            hidden = self.encoder(masked_items, lengths)  # [B, T, D]
+            states = hidden[masked]  # [M, D]
+        predictions = items.clone()
+        predictions[masked] = self._argmax_items(step, states)
+        return GeneratorOutput(masked, masked_items, predictions, states, items[masked])
+
+    @torch.no_grad()
+    def _argmax_items(self, step: Step, states: Tensor) -> Tensor:
+        """``[M]`` best real item (1..N) per state, in chunks of ``chunk_elements`` logits."""
+        weight = step.item_embedding.weight[1 : step.num_items + 1]  # [N, D]
+        rows = max(1, self.config.chunk_elements // max(weight.size(0), 1))
+        parts = [(s @ weight.t()).argmax(dim=1) + 1 for s in states.split(rows)]
+        return torch.cat(parts) if parts else states.new_zeros(0, dtype=torch.long)
+
+
+def draw_mask(generator: torch.Generator, lengths: Tensor, width: int, ratio: float) -> Tensor:
+    """``[B, T]`` bool: each real position masked with probability ``ratio``.
+
+    Every non-empty row gets at least one masked position (a uniformly drawn real one when the
+    Bernoulli draws masked none), so each row contributes to the loss and to S''.
+    """
+    device = lengths.device
+    real = real_mask(lengths, width)  # [B, T]
+    draws = torch.rand(real.shape, generator=generator, device=generator.device).to(device)
+    masked = (draws < ratio) & real  # [B, T]
+    pick = torch.rand(lengths.shape, generator=generator, device=generator.device).to(device)
+    position = (pick * lengths).long().clamp(min=0, max=width - 1)  # [B]
+    need = ~masked.any(dim=1) & (lengths > 0)  # [B]
+    forced = torch.zeros_like(masked).scatter_(1, position.unsqueeze(1), need.unsqueeze(1))
+    return masked | forced
+
+
+@hookimpl
+def eclsr_register_heads(register: Callable[[type], None]) -> None:
+    """Register the generator head."""
+    register(GeneratorConfig)
