@@ -38,7 +38,9 @@ class DataConfig(BaseModel):
     data_dir: str | None = Field(
         None, description="Folder holding named datasets; default: $ECLSR_DATA_DIR, else ./data."
     )
-    max_len: int = Field(50, ge=2, le=4096, description="Maximum sequence length L (most recent items kept).")
+    max_len: int = Field(
+        50, ge=2, le=4096, description="Maximum sequence length L (most recent items kept)."
+    )
     synthetic_users: int = Field(2000, ge=10, description="Users of the synthetic dataset.")
     synthetic_items: int = Field(500, ge=10, description="Items of the synthetic dataset.")
     format: str = Field(
@@ -73,7 +75,9 @@ class DataConfig(BaseModel):
         description="Iterative k-core: drop users and items with fewer than k interactions until none "
         "remain (5 in the paper; 0 or 1 disables). The S3-Rec files are already 5-core.",
     )
-    item_k_core: int | None = Field(None, ge=0, description="Item threshold of the k-core; None: same as k_core.")
+    item_k_core: int | None = Field(
+        None, ge=0, description="Item threshold of the k-core; None: same as k_core."
+    )
     tie_break: Literal["file_order", "item_id"] = Field(
         "file_order",
         description="Order of a user's interactions with equal timestamps: as they appear in the file "
@@ -89,10 +93,13 @@ class DataConfig(BaseModel):
         description="split='time': quantiles of all timestamps where validation and test periods begin.",
     )
     min_length: int = Field(
-        3, ge=1, description="Fewest interactions a user needs after filtering (3 = train + valid + test)."
+        3,
+        ge=1,
+        description="Fewest interactions a user needs after filtering (3 = train + valid + test).",
     )
     short_sequences: Literal["error", "drop"] = Field(
-        "error", description="Users shorter than min_length: stop with an error, or drop them (counted)."
+        "error",
+        description="Users shorter than min_length: stop with an error, or drop them (counted).",
     )
     cache: bool = Field(True, description="Cache the prepared arrays on disk and reuse them.")
     cache_dir: str | None = Field(

@@ -1,6 +1,6 @@
 """A tiny synthetic dataset with real sequential structure, generated offline from a seed.
 
-Items follow a sparse Markov chain: each item has a few successors, and a user's next item is one
+Items follow a sparse Markov chain: each item has a few uniformly drawn successors, and a user's next item is one
 of its current item's successors with probability ``follow``, otherwise a popularity-weighted
 random item (Zipf skew). A sequence model can learn the chain; a popularity ranking cannot, so an
 end-to-end run should clearly beat popularity.
@@ -38,7 +38,7 @@ def generate(
     rng = np.random.default_rng(seed)
     popularity = 1.0 / np.arange(1, num_items + 1) ** 0.8
     popularity /= popularity.sum()
-    chain = rng.choice(num_items, size=(num_items, successors), p=popularity)  # [N, S]
+    chain = rng.integers(0, num_items, size=(num_items, successors))  # [N, S], uniform successors
     extra = rng.geometric(1.0 / (1.0 + mean_extra_length), size=num_users) - 1
     lengths = np.minimum(min_length + extra, max_length).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

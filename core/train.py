@@ -271,7 +271,9 @@ def train_one_epoch(
     """One pass over the training users; returns the epoch's log record (losses, timing)."""
     train_cfg = recipe.train
     model.train()
-    frozen = train_cfg.schedule.name == "freeze_after" and epoch >= train_cfg.schedule.epochs
+    frozen = (train_cfg.schedule.name == "freeze_after" and epoch >= train_cfg.schedule.epochs) or (
+        "generator" in dropped  # a dropped generator still feeds augmentations: run it without grad
+    )
     sums: dict[str, float] = defaultdict(float)
     steps = 0
     start = time.perf_counter()

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from eclsr.datasets.base import Interactions, Reader, ReaderConfig
 from eclsr.datasets.catalogue import CATALOGUE, CatalogueEntry
-from eclsr.datasets.loader import choose_reader, from_dataframe, load_dataset, load_file, prepare, stats
+from eclsr.datasets.loader import (
+    choose_reader,
+    from_dataframe,
+    load_dataset,
+    load_file,
+    prepare,
+    stats,
+)
 
 __all__ = [
     "CATALOGUE",

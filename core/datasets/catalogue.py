@@ -19,7 +19,9 @@ from eclsr.errors import DataError
 DATA_DIR_ENV = "ECLSR_DATA_DIR"
 _ICLREC = "https://raw.githubusercontent.com/salesforce/ICLRec/2890e6c3ff6a22c6699fc19cb863b66786c1cde4/data/"
 _GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
-_S3REC_PREP = "S3-Rec data_process.py: all ratings, chronological, iterative 5-core (already applied)"
+_S3REC_PREP = (
+    "S3-Rec data_process.py: all ratings, chronological, iterative 5-core (already applied)"
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,9 @@ class CatalogueEntry:
     notes: str = ""
 
 
-def _s3rec(name: str, title: str, blob: str, sha: str | None, stats: tuple[int, int, int]) -> CatalogueEntry:
+def _s3rec(
+    name: str, title: str, blob: str, sha: str | None, stats: tuple[int, int, int]
+) -> CatalogueEntry:
     return CatalogueEntry(
         name=name,
         description=f"{title} (S3-Rec/ICLRec sequence file, 5-core)",
@@ -58,20 +62,38 @@ def _s3rec(name: str, title: str, blob: str, sha: str | None, stats: tuple[int, 
         url=_ICLREC + blob,
         sha256=sha,
         expected=dict(zip(("users", "items", "actions"), stats)),
-        notes=_S3REC_PREP + ". Data terms: the original source's (McAuley Amazon reviews / Yelp dataset terms).",
+        notes=_S3REC_PREP
+        + ". Data terms: the original source's (McAuley Amazon reviews / Yelp dataset terms).",
     )
 
 
 CATALOGUE: dict[str, CatalogueEntry] = {
     e.name: e
     for e in (
-        _s3rec("toys", "Amazon Toys and Games", "Toys_and_Games.txt",
-               "176c680c688d497598c4a89a03b402c0fe78d795e5db335c2e78dd5f2d778a3f", (19412, 11924, 167597)),
-        _s3rec("sports", "Amazon Sports and Outdoors", "Sports_and_Outdoors.txt",
-               "2a095e0648872beb9982408958290f5d655db5be2911c3756b5446de9f0b8de2", (35598, 18357, 296337)),
-        _s3rec("yelp", "Yelp 2019", "Yelp.txt",
-               "724b219106b81dd2349027da997334ddb6da9fe2f152ad6e0d97a93170f7caed", (30431, 20033, 316354)),
-        _s3rec("beauty", "Amazon Beauty", "Beauty.txt", None, (22363, 12101, 198502)),  # S3-Rec paper
+        _s3rec(
+            "toys",
+            "Amazon Toys and Games",
+            "Toys_and_Games.txt",
+            "176c680c688d497598c4a89a03b402c0fe78d795e5db335c2e78dd5f2d778a3f",
+            (19412, 11924, 167597),
+        ),
+        _s3rec(
+            "sports",
+            "Amazon Sports and Outdoors",
+            "Sports_and_Outdoors.txt",
+            "2a095e0648872beb9982408958290f5d655db5be2911c3756b5446de9f0b8de2",
+            (35598, 18357, 296337),
+        ),
+        _s3rec(
+            "yelp",
+            "Yelp 2019",
+            "Yelp.txt",
+            "724b219106b81dd2349027da997334ddb6da9fe2f152ad6e0d97a93170f7caed",
+            (30431, 20033, 316354),
+        ),
+        _s3rec(
+            "beauty", "Amazon Beauty", "Beauty.txt", None, (22363, 12101, 198502)
+        ),  # S3-Rec paper
         CatalogueEntry(
             name="ml-latest-small",
             description="MovieLens latest-small raw ratings (CSV), 5-core applied here",
@@ -98,8 +120,14 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             name="ml-100k",
             description="MovieLens 100K (u.data, tab separated, no header)",
             path="ml-100k/u.data",
-            config={"format": "csv", "reader_options": {"delimiter": "\t", "header": False,
-                                                        "names": ["user", "item", "rating", "timestamp"]}},
+            config={
+                "format": "csv",
+                "reader_options": {
+                    "delimiter": "\t",
+                    "header": False,
+                    "names": ["user", "item", "rating", "timestamp"],
+                },
+            },
             url=_GROUPLENS + "ml-100k.zip",
             archive_member="ml-100k/u.data",
             notes="GroupLens terms: research use only.",

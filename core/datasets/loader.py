@@ -17,7 +17,9 @@ from eclsr.datasets.parsing import head_lines, require_file
 from eclsr.datasets.preprocess import preprocess
 from eclsr.errors import DataError, RegistryError
 
-ID_ORDER = "raw ids sorted (numerically when all are integers, else as text); items 1..N, users 0..U-1"
+ID_ORDER = (
+    "raw ids sorted (numerically when all are integers, else as text); items 1..N, users 0..U-1"
+)
 
 
 def load_dataset(config: DataConfig) -> SequenceDataset:
@@ -50,7 +52,11 @@ def load_file(path: Path, config: DataConfig, name: str | None = None) -> Sequen
     source_sha = cache.file_sha256(path, root if config.cache else None)
     reader_facts = {"name": reader.name, **reader.model_dump(mode="json", exclude={"name"})}
     key = cache.fingerprint(
-        {"source_sha256": source_sha, "reader": reader_facts, "preprocessing": config.preprocessing()}
+        {
+            "source_sha256": source_sha,
+            "reader": reader_facts,
+            "preprocessing": config.preprocessing(),
+        }
     )
     if config.cache and (hit := cache.load(root, key)) is not None:
         return hit
@@ -73,7 +79,10 @@ def prepare(inter: Interactions, config: DataConfig) -> SequenceDataset:
     data, counts = preprocess(inter, config)
     split: dict[str, Any] = {"name": config.split}
     if "time_cutoffs" in data.protocol:
-        split |= {"quantiles": list(config.time_split), "cutoffs": data.protocol.pop("time_cutoffs")}
+        split |= {
+            "quantiles": list(config.time_split),
+            "cutoffs": data.protocol.pop("time_cutoffs"),
+        }
     data.protocol = {
         "preprocessing": config.preprocessing(),
         "split": split,
@@ -84,7 +93,9 @@ def prepare(inter: Interactions, config: DataConfig) -> SequenceDataset:
     return data
 
 
-def from_dataframe(frame: Any, config: DataConfig | None = None, name: str = "dataframe") -> SequenceDataset:
+def from_dataframe(
+    frame: Any, config: DataConfig | None = None, name: str = "dataframe"
+) -> SequenceDataset:
     """Prepare a pandas (or any ``frame[column].to_numpy()``) DataFrame of interactions.
 
     Columns are found as in CSV files: ``config.columns`` first, then common names.
@@ -94,7 +105,10 @@ def from_dataframe(frame: Any, config: DataConfig | None = None, name: str = "da
     config = config or DataConfig(dataset=name)
     names = [str(c) for c in frame.columns]
     roles = pick_columns(names, config.columns, Path(name))
-    table = [np.asarray(frame[c].to_numpy()) if i in roles.values() else np.empty(0) for i, c in enumerate(frame.columns)]
+    table = [
+        np.asarray(frame[c].to_numpy()) if i in roles.values() else np.empty(0)
+        for i, c in enumerate(frame.columns)
+    ]
     data = prepare(interactions_from_columns(table, roles, None, Path(name), names), config)
     data.name = name
     data.protocol = {"dataset": name} | data.protocol
@@ -107,7 +121,9 @@ def choose_reader(path: Path, config: DataConfig) -> ReaderConfig:
 
     readers = collect_registries().readers
     try:
-        cls = readers.get(config.format) if config.format != "auto" else _detect(path, list(readers))
+        cls = (
+            readers.get(config.format) if config.format != "auto" else _detect(path, list(readers))
+        )
     except RegistryError as exc:
         msg = f"data.format: {exc}"
         raise DataError(msg) from None
@@ -120,7 +136,9 @@ def choose_reader(path: Path, config: DataConfig) -> ReaderConfig:
     try:
         return cls(**options)
     except ValidationError as exc:
-        msg = f"data.reader_options do not fit the {cls.model_fields['name'].default!r} reader: {exc}"
+        msg = (
+            f"data.reader_options do not fit the {cls.model_fields['name'].default!r} reader: {exc}"
+        )
         raise DataError(msg) from None
 
 
@@ -159,5 +177,10 @@ def _synthetic(config: DataConfig) -> SequenceDataset:
 
     data = generate(num_users=config.synthetic_users, num_items=config.synthetic_items, seed=0)
     facts = {"users": config.synthetic_users, "items": config.synthetic_items, "seed": 0}
-    data.protocol = {"dataset": "synthetic", "synthetic": facts, "split": {"name": "leave_one_out"}, "stats": stats(data)} | dict(data.protocol)
+    data.protocol = {
+        "dataset": "synthetic",
+        "synthetic": facts,
+        "split": {"name": "leave_one_out"},
+        "stats": stats(data),
+    } | dict(data.protocol)
     return data

@@ -141,7 +141,7 @@ def pick_columns(header: Sequence[str], mapping: dict[str, str], path: Path) -> 
         if role not in found:
             msg = (
                 f"{path}: no {role} column in the header {list(header)}. Name it with "
-                f"data.columns = {{{role} = \"<column>\"}} (recognised names: {', '.join(KNOWN_COLUMNS[role])})."
+                f'data.columns = {{{role} = "<column>"}} (recognised names: {", ".join(KNOWN_COLUMNS[role])}).'
             )
             raise DataError(msg)
     return found
@@ -158,6 +158,7 @@ def interactions_from_columns(
 
     Without a timestamp column the rows of each user are taken to be in chronological file order.
     """
+
     def number(role: str) -> np.ndarray | None:
         if role not in roles:
             return None
@@ -167,9 +168,13 @@ def interactions_from_columns(
     users = np.asarray(columns[roles["user"]])
     items = np.asarray(columns[roles["item"]])
     for role, values in (("user", users), ("item", items)):
-        empty = np.flatnonzero(values == values[:0].dtype.type()) if values.dtype.kind in "SU" else []
+        empty = (
+            np.flatnonzero(values == values[:0].dtype.type()) if values.dtype.kind in "SU" else []
+        )
         if len(empty):
-            where = f"{path}:{numbers[empty[0]]}" if numbers is not None else f"{path} row {empty[0]}"
+            where = (
+                f"{path}:{numbers[empty[0]]}" if numbers is not None else f"{path} row {empty[0]}"
+            )
             msg = f"{where}: empty {role} id in column {names[roles[role]]!r}."
             raise DataError(msg)
     timestamps = number("timestamp")
@@ -241,7 +246,9 @@ def _split_quoted(
 ) -> list[tuple[str, ...]]:
     import csv
 
-    rows = list(csv.reader((line.decode("utf-8", errors="replace") for line in lines), delimiter=sep))
+    rows = list(
+        csv.reader((line.decode("utf-8", errors="replace") for line in lines), delimiter=sep)
+    )
     for index, row in enumerate(rows):
         if len(row) != width:
             msg = f"{path}:{numbers[index]}: expected {width} fields laid out as {layout!r}, got {len(row)}."

@@ -117,7 +117,7 @@ def _filter_mask(inter: Interactions, config: DataConfig, counts: dict[str, int]
 
 def _require(values: np.ndarray | None, inter: Interactions, what: str, option: str) -> np.ndarray:
     if values is None:
-        msg = f"{inter.source} has no {what} column, but data.{option} needs one. Map it with data.columns = {{{what} = \"<column>\"}} or unset data.{option}."
+        msg = f'{inter.source} has no {what} column, but data.{option} needs one. Map it with data.columns = {{{what} = "<column>"}} or unset data.{option}.'
         raise DataError(msg)
     return values
 
@@ -164,9 +164,13 @@ def _length_mask(
     if config.short_sequences == "error":
         user = int(np.flatnonzero(short)[0])
         first = int(np.flatnonzero(keep & (users == user))[0])
-        where = f"{inter.source}:{inter.lines[rows[first]]}" if inter.lines is not None else inter.source
+        where = (
+            f"{inter.source}:{inter.lines[rows[first]]}"
+            if inter.lines is not None
+            else inter.source
+        )
         msg = (
-            f"{where}: user {user_vocab[user]!r} has {lengths[user]} interaction(s) after preprocessing, "
+            f"{where}: user {str(user_vocab[user])!r} has {lengths[user]} interaction(s) after preprocessing, "
             f"fewer than data.min_length = {config.min_length} that the {config.split} split needs "
             f"({int(short.sum())} such user(s)). Set data.short_sequences = 'drop' to drop them, or lower min_length."
         )
@@ -177,14 +181,20 @@ def _length_mask(
 
 
 def time_split_points(
-    inter: Interactions, rows: np.ndarray, users: np.ndarray, offsets: np.ndarray, config: DataConfig
+    inter: Interactions,
+    rows: np.ndarray,
+    users: np.ndarray,
+    offsets: np.ndarray,
+    config: DataConfig,
 ) -> tuple[np.ndarray, list[float]]:
     """Per-user split points ``[U, 2]`` int64 and the two global timestamp cut-offs.
 
     Row ``u`` holds how many of user ``u``'s items precede the validation and the test cut-off:
     items ``[:p0]`` train, ``[p0:p1]`` are validation targets, ``[p1:]`` test targets.
     """
-    times = _require(None if inter.chronological else inter.timestamps, inter, "timestamp", "split = 'time'")
+    times = _require(
+        None if inter.chronological else inter.timestamps, inter, "timestamp", "split = 'time'"
+    )
     times = times[rows]
     cut_valid, cut_test = np.quantile(times, config.time_split)
     num_users = len(offsets) - 1

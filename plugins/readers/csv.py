@@ -19,7 +19,9 @@ class CsvReaderConfig(ReaderConfig):
     """Delimited text with one row per interaction and user/item/timestamp/rating columns."""
 
     name: Literal["csv"] = "csv"
-    delimiter: str | None = Field(None, description="Field separator; None sniffs , tab ; | from the first line.")
+    delimiter: str | None = Field(
+        None, description="Field separator; None sniffs , tab ; | from the first line."
+    )
     header: bool = Field(True, description="Whether the first line names the columns.")
     names: list[str] | None = Field(None, description="Column names when header is false.")
     columns: dict[str, str] = Field(
@@ -41,7 +43,9 @@ class CsvReader:
     def read(self, path: Path) -> Interactions:
         """Read ``path`` (tab separated when its suffix is ``.tsv`` and no delimiter is set)."""
         delimiter = self.config.delimiter or ("\t" if path.suffix.lower() == ".tsv" else None)
-        return read_delimited(path, delimiter, self.config.columns, self.config.header, self.config.names)
+        return read_delimited(
+            path, delimiter, self.config.columns, self.config.header, self.config.names
+        )
 
 
 @hookimpl

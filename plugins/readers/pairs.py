@@ -20,7 +20,9 @@ class PairsReaderConfig(ReaderConfig):
     """One interaction per line: ``user item`` separated by whitespace, in chronological order."""
 
     name: Literal["pairs"] = "pairs"
-    separator: str | None = Field(None, description="Field separator; None splits on any whitespace.")
+    separator: str | None = Field(
+        None, description="Field separator; None splits on any whitespace."
+    )
     extensions = (".txt", ".pairs")
 
     @classmethod
@@ -46,8 +48,12 @@ class PairsReader:
         sep = self.config.separator.encode() if self.config.separator else None
         users, items = split_rows(lines, numbers, sep, 2, path, "user item")
         return Interactions(
-            np.asarray(users), np.asarray(items), lines=numbers, source=str(path),
-            chronological=True, dropped={"blank lines": blank},
+            np.asarray(users),
+            np.asarray(items),
+            lines=numbers,
+            source=str(path),
+            chronological=True,
+            dropped={"blank lines": blank},
         )
 
 

@@ -44,7 +44,10 @@ class ParquetReader:
         table = pq.read_table(path)
         names = list(table.column_names)
         roles = pick_columns(names, self.config.columns, path)
-        columns = [np.asarray(table.column(i).to_numpy()) if i in roles.values() else np.empty(0) for i in range(len(names))]
+        columns = [
+            np.asarray(table.column(i).to_numpy()) if i in roles.values() else np.empty(0)
+            for i in range(len(names))
+        ]
         return interactions_from_columns(columns, roles, None, path, names)
 
 

@@ -21,7 +21,9 @@ class SequenceReaderConfig(ReaderConfig):
     """One line per user: a user id, then that user's item ids oldest first (space separated)."""
 
     name: Literal["sequence"] = "sequence"
-    integer_items: bool = Field(True, description="Require item ids to be integers (true for the benchmark files).")
+    integer_items: bool = Field(
+        True, description="Require item ids to be integers (true for the benchmark files)."
+    )
     extensions = (".txt", ".seq")
 
     @classmethod
@@ -50,8 +52,19 @@ class SequenceReader:
         users = np.repeat(np.asarray([row[0] for row in rows]), counts)
         tokens = list(chain.from_iterable(islice(row, 1, None) for row in rows))
         line_of = np.repeat(numbers, counts)
-        items = to_numbers(tokens, np.int64, line_of, path, "item") if self.config.integer_items else np.asarray(tokens)
-        return Interactions(users, items, lines=line_of, source=str(path), chronological=True, dropped={"blank lines": blank})
+        items = (
+            to_numbers(tokens, np.int64, line_of, path, "item")
+            if self.config.integer_items
+            else np.asarray(tokens)
+        )
+        return Interactions(
+            users,
+            items,
+            lines=line_of,
+            source=str(path),
+            chronological=True,
+            dropped={"blank lines": blank},
+        )
 
 
 @hookimpl
