@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -56,6 +56,7 @@ LENGTHS = (8, 1, 3, 5)  # the longest row fills max_len; one row has a single it
 SEED = 1234
 
 C = TypeVar("C", bound=ComponentConfig)
+T = TypeVar("T")
 ConfigLike = ComponentConfig | type[ComponentConfig]
 
 
@@ -63,6 +64,18 @@ def expect(condition: bool, message: str) -> None:
     """Raise ``AssertionError(message)`` unless ``condition`` (kept under ``python -O``)."""
     if not condition:
         raise AssertionError(message)
+
+
+@contextlib.contextmanager
+def reporting(who: str) -> Iterator[None]:
+    """Turn an exception raised by the component into an ``AssertionError`` naming it."""
+    try:
+        yield
+    except AssertionError:
+        raise
+    except Exception as exc:
+        msg = f"{who}: raised {type(exc).__name__}: {exc}"
+        raise AssertionError(msg) from exc
 
 
 # --------------------------------------------------------------------------- tiny fixtures
@@ -151,9 +164,7 @@ def check_config(config: ConfigLike, base: type[C] = ComponentConfig) -> C:  # t
     """
     cls = config if isinstance(config, type) else type(config)
     _resolve_slots(cls)
-    expect(
-        issubclass(cls, base), f"{cls.__qualname__} must subclass eclsr.{base.__name__}"
-    )
+    expect(issubclass(cls, base), f"{cls.__qualname__} must subclass eclsr.{base.__name__}")
     who = _who(cls)
     settings = cls.model_config
     expect(
@@ -163,7 +174,8 @@ def check_config(config: ConfigLike, base: type[C] = ComponentConfig) -> C:  # t
     try:
         default = cls()
     except ValidationError as exc:
-        raise AssertionError(f"{who}: the defaults are not valid, {cls.__qualname__}() fails:\n{exc}") from None
+        msg = f"{who}: the defaults are not valid, {cls.__qualname__}() fails:\n{exc}"
+        raise AssertionError(msg) from None
     undocumented = [n for n, f in cls.model_fields.items() if n != "name" and not f.description]
     expect(not undocumented, f"{who}: fields without a description: {', '.join(undocumented)}")
     instance = default if isinstance(config, type) else config
@@ -200,8 +212,8 @@ def check_encoder(config: ConfigLike) -> None:
     """Check an encoder: shapes, dtype, determinism, padding never leaks, gradients."""
     config = check_config(config, EncoderConfig)
     who = _who(type(config))
-    with isolated_rng():
-        ctx = tiny_context()
+    with isolated_rng(), reporting(who):
+        ctx = tiny_context(hidden=config.hidden_size(HIDDEN))  # the UBE sizes the item table
         encoder = config.build(ctx)
         expect(isinstance(encoder, Encoder), f"{who}: build() must return an eclsr.Encoder")
         batch = tiny_batch()
@@ -247,7 +259,9 @@ def _check_padding_independent(who: str, encoder: Encoder) -> None:
 def _check_rank_vectors(who: str, encoder: Encoder, ctx: BuildContext, batch: Batch) -> None:
     users = encoder.user_vectors(batch.items, batch.lengths)
     items = encoder.item_vectors(ctx.item_embedding, ctx.num_items)
-    expect(users.dim() == 2 and users.size(0) == len(LENGTHS), f"{who}: user_vectors must be [B, D]")
+    expect(
+        users.dim() == 2 and users.size(0) == len(LENGTHS), f"{who}: user_vectors must be [B, D]"
+    )
     expect(
         tuple(items.shape) == (ctx.num_items + 1, users.size(1)),
         f"{who}: item_vectors must be [N+1, D] = {(ctx.num_items + 1, users.size(1))}, "
@@ -264,7 +278,7 @@ def check_mild_augmentation(config: ConfigLike, encoder: EncoderConfig | None = 
     """Check a mild augmentation: a view shaped like ``hidden``, determinism, gradients."""
     config = check_config(config, MildAugmentationConfig)
     who = _who(type(config))
-    with isolated_rng():
+    with isolated_rng(), reporting(who):
         ctx, ube, batch = _setup(config, encoder)
         aug = config.build(ctx)
         expect(isinstance(aug, MildAugmentation), f"{who}: build() must return a MildAugmentation")
@@ -282,7 +296,7 @@ def check_invasive_augmentation(config: ConfigLike, encoder: EncoderConfig | Non
     """Check an invasive augmentation: padding, lengths, labels, determinism, RNG discipline."""
     config = check_config(config, InvasiveAugmentationConfig)
     who = _who(type(config))
-    with isolated_rng():
+    with isolated_rng(), reporting(who):
         ctx, ube, batch = _setup(config, encoder)
         aug = config.build(ctx)
         expect(
@@ -349,7 +363,7 @@ def check_head(config: ConfigLike, encoder: EncoderConfig | None = None) -> None
     """Check a head: a finite scalar loss (or dict of them), determinism, gradients."""
     config = check_config(config, HeadConfig)
     who = _who(type(config))
-    with isolated_rng():
+    with isolated_rng(), reporting(who):
         ctx, ube, batch = _setup(config, encoder)
         head = config.build(ctx)
         expect(isinstance(head, Head), f"{who}: build() must return an eclsr.Head")
@@ -387,14 +401,15 @@ def check_component(config: ConfigLike, encoder: EncoderConfig | None = None) ->
     elif issubclass(cls, HeadConfig):
         check_head(config, encoder)
     else:
-        raise AssertionError(f"{cls.__qualname__} is not an encoder, augmentation or head config")
+        msg = f"{cls.__qualname__} is not an encoder, augmentation or head config"
+        raise AssertionError(msg)
 
 
 def _setup(
     config: ComponentConfig, encoder: EncoderConfig | None
 ) -> tuple[BuildContext, Encoder, Batch]:
     """Context with a UBE and the services ``config`` needs; a tiny batch."""
-    ctx = tiny_context()
+    ctx = tiny_context(hidden=encoder.hidden_size(HIDDEN) if encoder is not None else HIDDEN)
     ube = encoder.build(ctx) if encoder is not None else TinyCausalEncoder(ctx)
     ctx.encoder = ube
     provide_services(config, ctx)
@@ -415,15 +430,14 @@ def provide_services(config: ComponentConfig, ctx: BuildContext) -> list[nn.Modu
         if service in provided:
             continue
         providers = [cls for cls in heads if service in cls.provides_services]
-        expect(bool(providers), f"needs the service {service!r}, but no registered head provides it")
+        expect(
+            bool(providers), f"needs the service {service!r}, but no registered head provides it"
+        )
         provider = providers[0]()
         built.append(provider.build(ctx))
         provided.update(s for c in iter_components(provider) for s in c.provides_services)
         pending += [s for c in iter_components(provider) for s in c.requires_services]
     return built
-
-
-T = TypeVar("T")
 
 
 def _twice(who: str, compute: Callable[[], T]) -> T:
@@ -436,17 +450,22 @@ def _twice(who: str, compute: Callable[[], T]) -> T:
     return first
 
 
-def _same(a: Any, b: Any) -> bool:
+def _same(a: object, b: object) -> bool:
     if isinstance(a, AugmentedBatch) and isinstance(b, AugmentedBatch):
-        return all(_same(x, y) for x, y in ((a.items, b.items), (a.lengths, b.lengths), (a.replaced, b.replaced)))
+        return all(
+            _same(x, y)
+            for x, y in ((a.items, b.items), (a.lengths, b.lengths), (a.replaced, b.replaced))
+        )
     if isinstance(a, Tensor) and isinstance(b, Tensor):
         return a.shape == b.shape and bool(torch.equal(a.detach(), b.detach()))
     return a is None and b is None
 
 
 def _project(hidden: Tensor, mask: Tensor) -> Tensor:
-    """A scalar that depends on every real state (a fixed random projection, not a plain sum,
-    which LayerNorm'd outputs make constant)."""
+    """A scalar that depends on every real state.
+
+    A fixed random projection, not a plain sum, which LayerNorm'd outputs make constant.
+    """
     weights = torch.randn(hidden.size(-1), generator=torch.Generator().manual_seed(SEED))
     return (hidden[mask] * weights).sum()
 

@@ -61,7 +61,7 @@ def _s3rec(
         config={"format": "sequence"},
         url=_ICLREC + blob,
         sha256=sha,
-        expected=dict(zip(("users", "items", "actions"), stats)),
+        expected=dict(zip(("users", "items", "actions"), stats, strict=True)),
         notes=_S3REC_PREP
         + ". Data terms: the original source's (McAuley Amazon reviews / Yelp dataset terms).",
     )

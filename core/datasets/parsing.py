@@ -73,7 +73,7 @@ def split_rows(
             f"{counts[first]} in {_show(lines[first])} ({bad.size} malformed line(s) in all)."
         )
         raise DataError(msg)
-    return list(zip(*rows)) if rows else [() for _ in range(width)]
+    return list(zip(*rows, strict=True)) if rows else [() for _ in range(width)]
 
 
 def to_numbers(
@@ -253,4 +253,4 @@ def _split_quoted(
         if len(row) != width:
             msg = f"{path}:{numbers[index]}: expected {width} fields laid out as {layout!r}, got {len(row)}."
             raise DataError(msg)
-    return list(zip(*rows))
+    return list(zip(*rows, strict=True))
