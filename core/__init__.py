@@ -28,6 +28,27 @@ from eclsr.step import Batch, Step
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "load_recipe": "eclsr.recipe",
+    "validate_recipe": "eclsr.recipe",
+    "run": "eclsr.train",
+    "Model": "eclsr.model",
+    "load_dataset": "eclsr.datasets",
+    "registries": "eclsr.plugin_manager",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Heavier entry points load on first use, so ``import eclsr`` stays cheap for plugins."""
+    if name not in _LAZY:
+        msg = f"module 'eclsr' has no attribute {name!r}"
+        raise AttributeError(msg)
+    import importlib
+
+    module = importlib.import_module(_LAZY[name])
+    return getattr(module, "collect_registries" if name == "registries" else name)
+
+
 __all__ = [
     "AugmentationConfig",
     "AugmentedBatch",
@@ -40,6 +61,7 @@ __all__ = [
     "EncoderConfig",
     "Head",
     "HeadConfig",
+    "Model",
     "InvasiveAugmentation",
     "InvasiveAugmentationConfig",
     "MildAugmentation",
@@ -51,5 +73,10 @@ __all__ = [
     "full_softmax_cross_entropy",
     "hookimpl",
     "last_position",
+    "load_dataset",
+    "load_recipe",
     "real_mask",
+    "registries",
+    "run",
+    "validate_recipe",
 ]

@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     _add_data_commands(sub)
+    from eclsr.bench_cli import add_bench_command
+
+    add_bench_command(sub)
+    from eclsr.commands import add_commands
+
+    add_commands(sub)
     return parser
 
 

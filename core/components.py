@@ -40,6 +40,10 @@ class ComponentConfig(BaseModel):
     #: Services this component publishes into ``ctx.services`` when built.
     provides_services: ClassVar[tuple[str, ...]] = ()
 
+    def needed_services(self) -> tuple[str, ...]:
+        """Services this configured component needs; override when that depends on a field."""
+        return self.requires_services
+
     def build(self, ctx: BuildContext) -> Any:
         """Return the runtime object this config describes."""
         msg = f"{type(self).__qualname__} must implement build(ctx)"

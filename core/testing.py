@@ -422,7 +422,7 @@ def provide_services(config: ComponentConfig, ctx: BuildContext) -> list[nn.Modu
     from eclsr.train_config import iter_components
 
     heads = collect_registries().heads
-    pending = [s for c in iter_components(config) for s in c.requires_services]
+    pending = [s for c in iter_components(config) for s in c.needed_services()]
     provided = {s for c in iter_components(config) for s in c.provides_services}
     built: list[nn.Module] = []
     while pending:
@@ -436,7 +436,7 @@ def provide_services(config: ComponentConfig, ctx: BuildContext) -> list[nn.Modu
         provider = providers[0]()
         built.append(provider.build(ctx))
         provided.update(s for c in iter_components(provider) for s in c.provides_services)
-        pending += [s for c in iter_components(provider) for s in c.requires_services]
+        pending += [s for c in iter_components(provider) for s in c.needed_services()]
     return built
 
 

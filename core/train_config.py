@@ -146,7 +146,7 @@ def _service_problems(recipe: RecipeBase) -> Iterator[str]:
     required: list[tuple[str, str]] = []
     for config in iter_components(recipe):
         provided.update(config.provides_services)
-        required += [(s, config.name) for s in config.requires_services]  # type: ignore[attr-defined]
+        required += [(s, config.name) for s in config.needed_services()]  # type: ignore[attr-defined]
     for service, who in required:
         if service not in provided:
             yield f"{who!r} needs a {service!r} head in `heads`; add [[heads]] name = {service!r}"

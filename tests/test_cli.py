@@ -25,11 +25,19 @@ def test_validate_bad_recipe_prints_every_error_without_traceback(tmp_path):
         '[[heads]]\nname = "infonce"\ntemperature = -1\n'
         '[[heads]]\nname = "rid"\naugmentation = { name = "dropout" }\n'
     )
-    proc = subprocess.run([sys.executable, "-m", "eclsr", "validate", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "eclsr", "validate", str(bad)], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    for fragment in ("encoder.name", "heads[0].bogus", "heads[1].temperature", "heads[2].augmentation.name",
-                     "Valid choices", str(bad)):
+    for fragment in (
+        "encoder.name",
+        "heads[0].bogus",
+        "heads[1].temperature",
+        "heads[2].augmentation.name",
+        "Valid choices",
+        str(bad),
+    ):
         assert fragment in proc.stderr, fragment
 
 
@@ -38,12 +46,23 @@ def test_plugins_json(capsys):
     rows = json.loads(capsys.readouterr().out)
     have = {(r["kind"], r["name"]) for r in rows}
     expected = {
-        ("encoder", "sasrec"), ("encoder", "bert4rec"), ("encoder", "gru4rec"),
-        ("augmentation", "dropout"), ("augmentation", "perturb"), ("augmentation", "normalize"),
-        ("augmentation", "masked_substitution"), ("augmentation", "random_substitution"),
-        ("augmentation", "insert"), ("augmentation", "delete"), ("augmentation", "crop"),
-        ("augmentation", "reorder"), ("head", "next_item"), ("head", "infonce"), ("head", "rid"),
-        ("head", "generator"), ("head", "aug_prediction"),
+        ("encoder", "sasrec"),
+        ("encoder", "bert4rec"),
+        ("encoder", "gru4rec"),
+        ("augmentation", "dropout"),
+        ("augmentation", "perturb"),
+        ("augmentation", "normalize"),
+        ("augmentation", "masked_substitution"),
+        ("augmentation", "random_substitution"),
+        ("augmentation", "insert"),
+        ("augmentation", "delete"),
+        ("augmentation", "crop"),
+        ("augmentation", "reorder"),
+        ("head", "next_item"),
+        ("head", "infonce"),
+        ("head", "rid"),
+        ("head", "generator"),
+        ("head", "aug_prediction"),
     }
     assert expected <= have
     intensity = {r["name"]: r["intensity"] for r in rows if r["kind"] == "augmentation"}
@@ -58,7 +77,10 @@ def test_schema_is_json_with_discriminated_heads(capsys):
     assert "discriminator" in json.dumps(schema)
 
 
-@pytest.mark.parametrize("argv", [["run"], ["frobnicate"], ["validate", "/no/such/recipe.toml"], ["run", "x.toml", "--bogus"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["run"], ["frobnicate"], ["validate", "/no/such/recipe.toml"], ["run", "x.toml", "--bogus"]],
+)
 def test_bad_cli_arguments_exit_2(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -69,7 +91,16 @@ def test_run_refuses_to_overwrite(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("user data")
-    code = main(["run", str(ROOT / "recipes" / "quickstart.toml"), "--out", str(out), "--set", "train.epochs=1"])
+    code = main(
+        [
+            "run",
+            str(ROOT / "recipes" / "quickstart.toml"),
+            "--out",
+            str(out),
+            "--set",
+            "train.epochs=1",
+        ]
+    )
     assert code == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "user data"

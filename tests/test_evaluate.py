@@ -28,11 +28,15 @@ def test_ranks_match_brute_force_with_ties_and_exclusion():
     history = torch.randint(0, 12, (30, 5), generator=gen)
     for exclude in (False, True):
         for ties in ("strict", "pessimistic"):
-            got = target_ranks(users, items, targets, history if exclude else None, chunk_elements=24, ties=ties)
+            got = target_ranks(
+                users, items, targets, history if exclude else None, chunk_elements=24, ties=ties
+            )
             scores = (users @ items.t()).numpy()
             for b in range(30):
                 excluded = set(history[b].tolist()) - {0, int(targets[b])} if exclude else set()
-                assert int(got[b]) == brute_force_rank(scores[b], int(targets[b]), excluded, ties), (b, exclude, ties)
+                assert int(got[b]) == brute_force_rank(
+                    scores[b], int(targets[b]), excluded, ties
+                ), (b, exclude, ties)
 
 
 def test_padding_never_ranked():

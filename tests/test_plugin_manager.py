@@ -60,7 +60,9 @@ def _fake_plugin_module(name: str, aug_name: str) -> types.ModuleType:
 def fake_entry_point(monkeypatch):
     module = _fake_plugin_module("fake_eclsr_plugin", "fake_mild")
     monkeypatch.setitem(sys.modules, "fake_eclsr_plugin", module)
-    monkeypatch.setattr(importlib.metadata, "distributions", lambda: [_FakeDist("fake_eclsr_plugin", "fake-dist")])
+    monkeypatch.setattr(
+        importlib.metadata, "distributions", lambda: [_FakeDist("fake_eclsr_plugin", "fake-dist")]
+    )
     return module
 
 
@@ -86,7 +88,9 @@ def test_block_entry_point_by_name(fake_entry_point, monkeypatch):
 def test_duplicate_from_third_party_names_both(monkeypatch):
     module = _fake_plugin_module("dup_plugin", "dropout")
     monkeypatch.setitem(sys.modules, "dup_plugin", module)
-    monkeypatch.setattr(importlib.metadata, "distributions", lambda: [_FakeDist("dup_plugin", "dup-dist")])
+    monkeypatch.setattr(
+        importlib.metadata, "distributions", lambda: [_FakeDist("dup_plugin", "dup-dist")]
+    )
     with pytest.raises(RegistryError) as info:
         build_registries(new_plugin_manager(autoload=True))
     assert "eclsr.plugins.augment.dropout" in str(info.value) and "dup-dist" in str(info.value)

@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 
 from eclsr.errors import RecipeError
-from eclsr.recipe import apply_overrides, load_recipe, read_recipe_file, readable_location, validate_recipe
+from eclsr.recipe import (
+    apply_overrides,
+    load_recipe,
+    read_recipe_file,
+    readable_location,
+    validate_recipe,
+)
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -60,7 +66,10 @@ def test_missing_service_is_reported():
 
 def test_overrides_typed_and_indexed():
     data = {"train": {"epochs": 300}, "heads": [{"name": "next_item"}, {"name": "infonce"}]}
-    out = apply_overrides(data, ["train.epochs=2", "heads[1].temperature=0.1", "eval.ks=[5, 10]", "heads.0.weight=0.5"])
+    out = apply_overrides(
+        data,
+        ["train.epochs=2", "heads[1].temperature=0.1", "eval.ks=[5, 10]", "heads.0.weight=0.5"],
+    )
     assert out["train"]["epochs"] == 2 and out["heads"][1]["temperature"] == 0.1
     assert out["eval"]["ks"] == [5, 10] and out["heads"][0]["weight"] == 0.5
     assert data["train"]["epochs"] == 300  # the input is not mutated
@@ -88,7 +97,9 @@ def test_yaml_is_loaded_safely(tmp_path):
 
 def test_yaml_and_toml_agree(tmp_path):
     toml = tmp_path / "a.toml"
-    toml.write_text('seed = 3\nencoder = { name = "sasrec", hidden = 32 }\n[[heads]]\nname = "next_item"\n')
+    toml.write_text(
+        'seed = 3\nencoder = { name = "sasrec", hidden = 32 }\n[[heads]]\nname = "next_item"\n'
+    )
     yml = tmp_path / "a.yaml"
     yml.write_text("seed: 3\nencoder: {name: sasrec, hidden: 32}\nheads:\n  - name: next_item\n")
     assert load_recipe(toml).model_dump() == load_recipe(yml).model_dump()
@@ -119,4 +130,12 @@ def test_every_recipe_validates():
 def test_every_recipe_starts_with_its_command():
     for file in sorted(RECIPES.rglob("*.toml")):
         first = file.read_text().splitlines()[0]
-        assert first.startswith("# eclsr run") or first.startswith("# eclsr sweep"), f"{file}: {first!r}"
+        assert first.startswith("# eclsr run") or first.startswith("# eclsr sweep"), (
+            f"{file}: {first!r}"
+        )
+
+
+def test_infonce_extra_needs_generator_at_validation():
+    recipe = {**MINIMAL, "heads": [{"name": "next_item"}, {"name": "infonce", "extra": "pos"}]}
+    with pytest.raises(RecipeError, match="needs a 'generator' head"):
+        validate_recipe(recipe)

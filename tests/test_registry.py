@@ -56,7 +56,9 @@ def test_every_registered_field_has_description_and_default(registries):
     for registry in registries.all():
         for cls in registry:
             for field_name, field in cls.model_fields.items():
-                assert field.description or field_name == "name", f"{cls.__name__}.{field_name} lacks a description"
+                assert field.description or field_name == "name", (
+                    f"{cls.__name__}.{field_name} lacks a description"
+                )
                 assert not field.is_required(), f"{cls.__name__}.{field_name} has no default"
 
 

@@ -14,15 +14,33 @@ def ecl_sr(epochs: int = 3, schedule: dict | None = None, **train) -> dict:
         "seed": 7,
         "name": "tiny",
         "data": {"dataset": "synthetic", "max_len": 20},
-        "encoder": {"name": "sasrec", "hidden": 32, "layers": 1, "heads": 1, "dropout": 0.1, "attn_dropout": 0.1},
+        "encoder": {
+            "name": "sasrec",
+            "hidden": 32,
+            "layers": 1,
+            "heads": 1,
+            "dropout": 0.1,
+            "attn_dropout": 0.1,
+        },
         "heads": [
             {"name": "next_item"},
             {"name": "infonce", "weight": 0.1, "pooling_k": 3},
-            {"name": "generator", "weight": 0.2, "encoder": {"name": "bert4rec", "layers": 1, "heads": 1}},
+            {
+                "name": "generator",
+                "weight": 0.2,
+                "encoder": {"name": "bert4rec", "layers": 1, "heads": 1},
+            },
             {"name": "rid", "weight": 0.1},
         ],
-        "train": {"epochs": epochs, "batch_size": 64, "lr": 0.005, "patience": 5, "monitor": "valid.ndcg@10",
-                  "schedule": schedule or {"name": "joint"}, **train},
+        "train": {
+            "epochs": epochs,
+            "batch_size": 64,
+            "lr": 0.005,
+            "patience": 5,
+            "monitor": "valid.ndcg@10",
+            "schedule": schedule or {"name": "joint"},
+            **train,
+        },
     }
 
 
@@ -42,11 +60,21 @@ def test_end_to_end_beats_popularity_and_writes_run_dir(tiny_data, tmp_path):
     out = tmp_path / "run"
     result = run(validate_recipe(ecl_sr(epochs=6)), out, dataset=tiny_data, progress=False).results
     assert result["test"]["ndcg@10"] > 1.5 * result["popularity_test"]["ndcg@10"], result
-    for name in ("recipe.yaml", "plugins.json", "metrics.jsonl", "results.json", "best.pt", "ranks.npz"):
+    for name in (
+        "recipe.yaml",
+        "plugins.json",
+        "metrics.jsonl",
+        "results.json",
+        "best.pt",
+        "ranks.npz",
+    ):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
     assert {"recall@10", "ndcg@10", "recall@20", "ndcg@20"} <= saved["test"].keys()
-    assert saved["protocol"]["exclude_seen"] is False and "strictly higher" in saved["protocol"]["ties"]
+    assert (
+        saved["protocol"]["exclude_seen"] is False
+        and "strictly higher" in saved["protocol"]["ties"]
+    )
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == result["epochs_run"]
     assert {"next_item", "infonce", "generator", "rid"} <= lines[0]["losses"].keys()
@@ -70,10 +98,12 @@ def test_freeze_after_stops_generator_loss(tiny_data):
 
 
 def test_pop_recipe_equals_popularity_baseline(tiny_data):
-    recipe = validate_recipe({
-        "encoder": {"name": "pop"},
-        "heads": [{"name": "next_item", "weight": 0.0}],
-        "train": {"epochs": 0},
-    })
+    recipe = validate_recipe(
+        {
+            "encoder": {"name": "pop"},
+            "heads": [{"name": "next_item", "weight": 0.0}],
+            "train": {"epochs": 0},
+        }
+    )
     result = run(recipe, dataset=tiny_data, progress=False).results
     assert result["test"] == result["popularity_test"]

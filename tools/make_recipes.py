@@ -57,7 +57,11 @@ def render(path: str, comment: str, recipe: dict[str, Any]) -> None:
         lines += ["", "[[heads]]", *(f"{k} = {toml_value(v)}" for k, v in head.items())]
     for section in ("train", "eval"):
         if recipe.get(section):
-            lines += ["", f"[{section}]", *(f"{k} = {toml_value(v)}" for k, v in recipe[section].items())]
+            lines += [
+                "",
+                f"[{section}]",
+                *(f"{k} = {toml_value(v)}" for k, v in recipe[section].items()),
+            ]
     file = ROOT / path
     file.parent.mkdir(parents=True, exist_ok=True)
     file.write_text("\n".join(lines) + "\n")
@@ -66,42 +70,98 @@ def render(path: str, comment: str, recipe: dict[str, Any]) -> None:
 def encoder(preset: str, p: dict[str, Any], name: str = "sasrec") -> dict[str, Any]:
     """The UBE (or a generator's encoder) at a preset."""
     hidden = 64 if preset == "code" else 256
-    return {"name": name, "hidden": hidden, "layers": 2, "heads": 2, "inner_size": 4 * hidden,
-            "dropout": p["dropout"], "attn_dropout": p["attn"]}
+    return {
+        "name": name,
+        "hidden": hidden,
+        "layers": 2,
+        "heads": 2,
+        "inner_size": 4 * hidden,
+        "dropout": p["dropout"],
+        "attn_dropout": p["attn"],
+    }
 
 
 def train(preset: str, p: dict[str, Any]) -> dict[str, Any]:
     """Optimisation: the code's (Adam 1e-3, ≤300 epochs, patience 10 on valid Hit@10) or the paper's."""
     if preset == "code":
-        return {"epochs": 300, "batch_size": 256, "lr": 0.001, "patience": 10, "monitor": "valid.recall@10"}
+        return {
+            "epochs": 300,
+            "batch_size": 256,
+            "lr": 0.001,
+            "patience": 10,
+            "monitor": "valid.recall@10",
+        }
     schedule = {"name": "freeze_after", "epochs": 10}
-    return {"epochs": 200, "batch_size": 256, "lr": 0.0001, "patience": 10, "monitor": "valid.recall@10",
-            "schedule": schedule}
+    return {
+        "epochs": 200,
+        "batch_size": 256,
+        "lr": 0.0001,
+        "patience": 10,
+        "monitor": "valid.recall@10",
+        "schedule": schedule,
+    }
 
 
-def heads(p: dict[str, Any], preset: str, icl: bool = True, rid: bool = True,
-          mild: str = "dropout", invasive: str = "masked_substitution", extra: str = "none") -> list[dict[str, Any]]:
+def heads(
+    p: dict[str, Any],
+    preset: str,
+    icl: bool = True,
+    rid: bool = True,
+    mild: str = "dropout",
+    invasive: str = "masked_substitution",
+    extra: str = "none",
+) -> list[dict[str, Any]]:
     """ECL-SR's heads; switch ICL or RID off for the ablations."""
     out: list[dict[str, Any]] = [{"name": "next_item"}]
     if icl:
-        out.append({"name": "infonce", "weight": p["icl"], "temperature": 0.05, "pooling_k": p["k"],
-                    "view": {"name": mild}, **({"extra": extra, "extra_mask_ratio": p["gamma"]} if extra != "none" else {})})
+        out.append(
+            {
+                "name": "infonce",
+                "weight": p["icl"],
+                "temperature": 0.05,
+                "pooling_k": p["k"],
+                "view": {"name": mild},
+                **({"extra": extra, "extra_mask_ratio": p["gamma"]} if extra != "none" else {}),
+            }
+        )
     needs_generator = (rid and invasive == "masked_substitution") or extra != "none"
     if needs_generator:
-        out.append({"name": "generator", "weight": p["gen"], "mask_ratio": p["gamma"],
-                    "encoder": encoder(preset, p, "bert4rec")})
+        out.append(
+            {
+                "name": "generator",
+                "weight": p["gen"],
+                "mask_ratio": p["gamma"],
+                "encoder": encoder(preset, p, "bert4rec"),
+            }
+        )
     if rid:
-        aug = {"name": invasive, **({"mask_ratio": p["gamma"]} if invasive == "masked_substitution" else {})}
+        aug = {
+            "name": invasive,
+            **({"mask_ratio": p["gamma"]} if invasive == "masked_substitution" else {}),
+        }
         if invasive in ("masked_substitution", "random_substitution"):
-            out.append({"name": "rid", "weight": p["rid"], "augmentation": aug,
-                        "condition": "add" if preset == "code" else "concat"})
+            out.append(
+                {
+                    "name": "rid",
+                    "weight": p["rid"],
+                    "augmentation": aug,
+                    "condition": "add" if preset == "code" else "concat",
+                }
+            )
         else:  # no per-position labels: predict which augmentation was applied (Eq. 11)
-            out.append({"name": "aug_prediction", "weight": p["rid"],
-                        "augmentations": [{"name": "identity"}, aug]})
+            out.append(
+                {
+                    "name": "aug_prediction",
+                    "weight": p["rid"],
+                    "augmentations": [{"name": "identity"}, aug],
+                }
+            )
     return out
 
 
-def base(dataset: str, preset: str, description: str, head_list: list[dict[str, Any]], seed: int = 42) -> dict[str, Any]:
+def base(
+    dataset: str, preset: str, description: str, head_list: list[dict[str, Any]], seed: int = 42
+) -> dict[str, Any]:
     p = (CODE if preset == "code" else PAPER)[dataset]
     return {
         "description": description,
@@ -115,7 +175,10 @@ def base(dataset: str, preset: str, description: str, head_list: list[dict[str, 
 
 
 PRESET_DIR = {"code": "-code", "paper": ""}
-PRESET_TEXT = {"code": "authors' code hyper-parameters (METHOD.md table)", "paper": "the paper's hyper-parameters"}
+PRESET_TEXT = {
+    "code": "authors' code hyper-parameters (METHOD.md table)",
+    "paper": "the paper's hyper-parameters",
+}
 
 
 def main() -> None:
@@ -125,12 +188,30 @@ def main() -> None:
             suffix = PRESET_DIR[preset]
             text = PRESET_TEXT[preset]
             variants = {
-                f"ecl-sr{suffix}": ("ECL-SR: next-item + ICL (dropout views) + generator + RID", heads(p, preset)),
-                f"sasrec{suffix}": ("SASRec: next-item loss only (Fig. 4 'SASRec')", heads(p, preset, icl=False, rid=False)),
-                f"icl-sr{suffix}": ("ICL-SR: ECL-SR without RID (invariance only)", heads(p, preset, rid=False)),
-                f"ridl-sr{suffix}": ("RIDL-SR: ECL-SR without ICL (equivariance only)", heads(p, preset, icl=False)),
-                f"icl-sr-pos{suffix}": ("ICL-SR+pos: generator outputs as extra positives", heads(p, preset, rid=False, extra="pos")),
-                f"icl-sr-neg{suffix}": ("ICL-SR+neg: generator outputs as extra negatives", heads(p, preset, rid=False, extra="neg")),
+                f"ecl-sr{suffix}": (
+                    "ECL-SR: next-item + ICL (dropout views) + generator + RID",
+                    heads(p, preset),
+                ),
+                f"sasrec{suffix}": (
+                    "SASRec: next-item loss only (Fig. 4 'SASRec')",
+                    heads(p, preset, icl=False, rid=False),
+                ),
+                f"icl-sr{suffix}": (
+                    "ICL-SR: ECL-SR without RID (invariance only)",
+                    heads(p, preset, rid=False),
+                ),
+                f"ridl-sr{suffix}": (
+                    "RIDL-SR: ECL-SR without ICL (equivariance only)",
+                    heads(p, preset, icl=False),
+                ),
+                f"icl-sr-pos{suffix}": (
+                    "ICL-SR+pos: generator outputs as extra positives",
+                    heads(p, preset, rid=False, extra="pos"),
+                ),
+                f"icl-sr-neg{suffix}": (
+                    "ICL-SR+neg: generator outputs as extra negatives",
+                    heads(p, preset, rid=False, extra="neg"),
+                ),
             }
             for folder, (desc, head_list) in variants.items():
                 render(f"{folder}/{ds}.toml", f"{desc}; {text}.", base(ds, preset, desc, head_list))
@@ -143,39 +224,93 @@ def baselines(ds: str, preset: str, p: dict[str, Any]) -> None:
     suffix = PRESET_DIR[preset]
     text = PRESET_TEXT[preset]
     hidden = 64 if preset == "code" else 256
-    pop = base(ds, preset, "PopRec: rank by training popularity", [{"name": "next_item", "weight": 0.0}])
+    pop = base(
+        ds, preset, "PopRec: rank by training popularity", [{"name": "next_item", "weight": 0.0}]
+    )
     pop["encoder"] = {"name": "pop"}
     pop["train"] = {**pop["train"], "epochs": 0}
     render(f"baselines/pop/{ds}.toml", "PopRec (no training).", pop)
     gru = base(ds, preset, "GRU4Rec", [{"name": "next_item"}])
     gru["encoder"] = {"name": "gru4rec", "hidden": hidden, "dropout": p["dropout"]}
     render(f"baselines/gru4rec{suffix}/{ds}.toml", f"GRU4Rec with the next-item loss; {text}.", gru)
-    bert = base(ds, preset, "BERT4Rec: bidirectional encoder trained only by the cloze (generator) loss",
-                [{"name": "next_item", "weight": 0.0},
-                 {"name": "generator", "weight": 1.0, "mask_ratio": p["gamma"], "encoder": encoder(preset, p, "bert4rec")}])
+    bert = base(
+        ds,
+        preset,
+        "BERT4Rec: bidirectional encoder trained only by the cloze (generator) loss",
+        [
+            {"name": "next_item", "weight": 0.0},
+            {
+                "name": "generator",
+                "weight": 1.0,
+                "mask_ratio": p["gamma"],
+                "encoder": encoder(preset, p, "bert4rec"),
+            },
+        ],
+    )
     bert["encoder"] = encoder(preset, p, "bert4rec")
-    render(f"baselines/bert4rec{suffix}/{ds}.toml",
-           f"BERT4Rec; {text}. The UBE is a bert4rec encoder ranked through [MASK]; the cloze loss is the generator head's\n"
-           "(it trains its own bert4rec over the shared item table, so this is BERT4Rec-style, not a single-network BERT4Rec).", bert)
-    cl4 = base(ds, preset, "CL4SRec: InfoNCE between two invasively augmented views (crop / mask-free reorder)",
-               [{"name": "next_item"},
-                {"name": "infonce", "weight": p["icl"], "temperature": 0.05, "pooling_k": p["k"],
-                 "view": {"name": "crop", "ratio": 0.8}, "augment_both": True}])
+    render(
+        f"baselines/bert4rec{suffix}/{ds}.toml",
+        f"BERT4Rec; {text}. The UBE is a bert4rec encoder ranked through [MASK]; the cloze loss is the generator head's\n"
+        "(it trains its own bert4rec over the shared item table, so this is BERT4Rec-style, not a single-network BERT4Rec).",
+        bert,
+    )
+    cl4 = base(
+        ds,
+        preset,
+        "CL4SRec: InfoNCE between two invasively augmented views (crop / mask-free reorder)",
+        [
+            {"name": "next_item"},
+            {
+                "name": "infonce",
+                "weight": p["icl"],
+                "temperature": 0.05,
+                "pooling_k": p["k"],
+                "view": {"name": "crop", "ratio": 0.8},
+                "augment_both": True,
+            },
+        ],
+    )
     render(f"baselines/cl4srec{suffix}/{ds}.toml", f"CL4SRec-style; {text}.", cl4)
-    duo = base(ds, preset, "DuoRec (unsupervised): InfoNCE between two dropout passes",
-               [{"name": "next_item"},
-                {"name": "infonce", "weight": p["icl"], "temperature": 0.05, "pooling_k": 1, "view": {"name": "dropout"}, "symmetric": True}])
+    duo = base(
+        ds,
+        preset,
+        "DuoRec (unsupervised): InfoNCE between two dropout passes",
+        [
+            {"name": "next_item"},
+            {
+                "name": "infonce",
+                "weight": p["icl"],
+                "temperature": 0.05,
+                "pooling_k": 1,
+                "view": {"name": "dropout"},
+                "symmetric": True,
+            },
+        ],
+    )
     render(f"baselines/duorec-unsup{suffix}/{ds}.toml", f"DuoRec-unsupervised-style; {text}.", duo)
-    elec = base(ds, preset, "ELECRec-style: generator + unconditional-style discriminator (RID without ICL, concat)",
-                heads(p, preset, icl=False))
+    elec = base(
+        ds,
+        preset,
+        "ELECRec-style: generator + unconditional-style discriminator (RID without ICL, concat)",
+        heads(p, preset, icl=False),
+    )
     for head in elec["heads"]:
         if head["name"] == "rid":
             head["condition"] = "concat"
-    render(f"baselines/elecrec{suffix}/{ds}.toml", f"ELECRec-style discriminator model; {text}.", elec)
+    render(
+        f"baselines/elecrec{suffix}/{ds}.toml", f"ELECRec-style discriminator model; {text}.", elec
+    )
 
 
 TABLE5_MILD = ("dropout", "normalize", "perturb")
-TABLE5_INVASIVE = ("masked_substitution", "random_substitution", "insert", "delete", "crop", "reorder")
+TABLE5_INVASIVE = (
+    "masked_substitution",
+    "random_substitution",
+    "insert",
+    "delete",
+    "crop",
+    "reorder",
+)
 
 
 def table5(ds: str, preset: str, p: dict[str, Any]) -> None:

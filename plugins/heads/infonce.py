@@ -72,6 +72,10 @@ class InfoNCEConfig(HeadConfig):
         "UBE's pass over the original batch.",
     )
 
+    def needed_services(self) -> tuple[str, ...]:
+        """The generator when ``extra`` uses its outputs, plus whatever the view needs."""
+        return ("generator",) if self.extra != "none" else ()
+
     def build(self, ctx: BuildContext) -> InfoNCEHead:
         """Build the head and its view augmentation."""
         return InfoNCEHead(self, ctx)

@@ -1,0 +1,237 @@
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from eclsr import stats_tests
+from eclsr.cli import main
+from eclsr.errors import EclsrError
+from eclsr.evaluate import metrics_from_ranks
+from eclsr.recipe import validate_recipe
+from eclsr.report import (
+    compare_runs,
+    find_recipe_file,
+    load_run,
+    protocol_differences,
+    require_pyplot,
+    results_table,
+    run_command,
+)
+from eclsr.stats_tests import betainc, paired_tests, per_user_metric, ttest_rel, wilcoxon_normal
+from eclsr.train import run
+
+scipy_stats = pytest.importorskip("scipy.stats")
+
+
+def tiny_recipe(seed: int = 3, name: str = "tiny-report", **data) -> dict:
+    return {
+        "seed": seed,
+        "name": name,
+        "data": {"dataset": "synthetic", "max_len": 8, "synthetic_users": 150, "synthetic_items": 40, **data},
+        "encoder": {"name": "sasrec", "hidden": 16, "layers": 1, "heads": 1, "inner_size": 32},
+        "heads": [{"name": "next_item"}, {"name": "infonce", "weight": 0.1, "pooling_k": 2}],
+        "train": {"epochs": 2, "batch_size": 64, "lr": 0.01, "monitor": "valid.ndcg@10", "device": "cpu"},
+    }
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    recipes = {
+        "a": tiny_recipe(seed=1),
+        "b": tiny_recipe(seed=2),
+        "other": tiny_recipe(seed=1, name="tiny-other"),
+        "longer": tiny_recipe(seed=1, max_len=12),
+    }
+    for key, recipe in recipes.items():
+        run(validate_recipe(recipe), root / key, progress=False)
+    return {key: root / key for key in recipes}
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@pytest.mark.parametrize("n", [5, 60, 3000])
+def test_fallback_tests_match_scipy(n):
+    rng = np.random.default_rng(n)
+    a = np.round(rng.random(n), 1)
+    b = np.round(np.clip(a + rng.normal(0.03, 0.2, n), 0, 1), 1)  # many ties and zero differences
+    t, p = ttest_rel(a, b)
+    expected = scipy_stats.ttest_rel(b, a)
+    assert t == pytest.approx(expected.statistic, rel=1e-10)
+    assert p == pytest.approx(expected.pvalue, rel=1e-8)
+    w, pw = wilcoxon_normal(a, b)
+    expected_w = scipy_stats.wilcoxon(b, a, method="asymptotic")
+    assert w == expected_w.statistic
+    assert pw == pytest.approx(expected_w.pvalue, rel=1e-10)
+
+
+def test_betainc_matches_scipy():
+    special = pytest.importorskip("scipy.special")
+    for a, b, x in [(0.5, 0.5, 0.3), (2.5, 0.5, 0.01), (1000.0, 0.5, 0.999), (17500.0, 0.5, 0.9999), (3, 4, 0.7)]:
+        assert betainc(a, b, x) == pytest.approx(special.betainc(a, b, x), rel=1e-9)
+
+
+def test_paired_tests_without_scipy_uses_fallback(monkeypatch):
+    rng = np.random.default_rng(0)
+    a = (rng.random(500) < 0.3).astype(float)
+    b = (rng.random(500) < 0.4).astype(float)
+    with_scipy = paired_tests(a, b, "recall@10")
+    monkeypatch.setattr(stats_tests, "have_scipy", lambda: False)
+    fallback = paired_tests(a, b, "recall@10")
+    assert with_scipy.exact_scipy and not fallback.exact_scipy
+    assert fallback.t == pytest.approx(with_scipy.t, rel=1e-10)
+    assert fallback.p_t == pytest.approx(with_scipy.p_t, rel=1e-8)
+    assert fallback.p_w == pytest.approx(with_scipy.p_w, rel=1e-8)  # n > 50: scipy is asymptotic too
+    assert fallback.diff == pytest.approx(b.mean() - a.mean())
+
+
+def test_identical_samples_are_not_significant():
+    x = np.array([0.0, 1.0, 0.5, 0.5])
+    result = paired_tests(x, x.copy())
+    assert (result.t, result.p_t, result.p_w) == (0.0, 1.0, 1.0)
+    with pytest.raises(EclsrError, match="same length"):
+        paired_tests(x, x[:3])
+
+
+def test_per_user_metrics_average_to_the_recorded_metrics():
+    ranks = np.array([1, 2, 3, 10, 11, 25, 400])
+    recorded = metrics_from_ranks(ranks, [5, 10, 20])
+    for metric, value in recorded.items():
+        assert per_user_metric(ranks, metric).mean() == value
+    np.testing.assert_array_equal(per_user_metric(ranks, "hit@10"), per_user_metric(ranks, "recall@10"))
+    with pytest.raises(EclsrError, match="ndcg@K"):
+        per_user_metric(ranks, "auc")
+
+
+# --------------------------------------------------------------------------- protocols and tables
+
+
+def test_protocol_differences_name_dotted_keys():
+    a = {"max_len": 8, "preprocessing": {"k_core": 5}, "ks": [5, 10]}
+    b = {"max_len": 12, "preprocessing": {"k_core": 5, "extra": 1}, "ks": [5, 10]}
+    assert protocol_differences(a, b) == ["max_len: 8 → 12", "preprocessing.extra: '<missing>' → 1"]
+    assert protocol_differences(a, a) == []
+
+
+def test_report_table(runs, capsys):
+    assert main(["report", str(runs["a"]), str(runs["b"]), str(runs["other"])]) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((runs["b"] / "results.json").read_text())
+    for fragment in ("tiny-report", "tiny-other", "recall@10", "ndcg@20", "best epoch", f"{saved['test']['ndcg@10']:.4f}",
+                     str(runs["other"])):
+        assert fragment in out, fragment
+    assert main(["report", str(runs["a"]), "--metric", "mrr@5"]) == 0
+    assert "mrr@5" in capsys.readouterr().out
+    assert main(["report", str(runs["a"]), "--metric", "auc@3"]) == 2
+
+
+def test_report_refuses_protocol_mismatch_unless_allowed(runs, capsys):
+    assert main(["report", str(runs["a"]), str(runs["longer"])]) == 2
+    err = capsys.readouterr().err
+    assert "max_len: 8 → 12" in err and "--allow-protocol-mismatch" in err and "Traceback" not in err
+    assert main(["report", str(runs["a"]), str(runs["longer"]), "--allow-protocol-mismatch"]) == 0
+    assert "protocol differs" in capsys.readouterr().out
+
+
+def test_report_of_unfinished_run(runs, tmp_path, capsys):
+    partial = tmp_path / "partial"
+    shutil.copytree(runs["a"], partial)
+    (partial / "results.json").unlink()
+    assert main(["report", str(partial)]) == 2
+    assert "did not finish" in capsys.readouterr().err
+
+
+def test_plots_need_matplotlib(runs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(EclsrError, match=r"pip install eclsr\[plot\]"):
+        require_pyplot()
+    assert main(["report", str(runs["a"]), "--plots", str(tmp_path / "plots")]) == 2
+    assert "eclsr[plot]" in capsys.readouterr().err
+    assert not (tmp_path / "plots").exists()
+
+
+def test_plots_write_pngs(runs, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    plots = tmp_path / "plots"
+    assert main(["report", str(runs["a"]), str(runs["b"]), "--plots", str(plots)]) == 0
+    files = sorted(p.name for p in plots.iterdir())
+    assert files == ["comparison.png", "curves_0_tiny-report_seed1.png", "curves_1_tiny-report_seed2.png"]
+    for name in files:
+        data = (plots / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def test_compare_runs_pairs_users(runs):
+    a, b = load_run(runs["a"]), load_run(runs["b"])
+    tests = compare_runs(a, b, ["ndcg@10", "recall@20"])
+    assert [t.metric for t in tests] == ["ndcg@10", "recall@20"]
+    assert tests[0].mean_a == a.results["test"]["ndcg@10"]
+    assert tests[1].mean_b == b.results["test"]["recall@20"]
+    ranks_a, ranks_b = np.load(runs["a"] / "ranks.npz")["test"], np.load(runs["b"] / "ranks.npz")["test"]
+    expected = scipy_stats.ttest_rel(per_user_metric(ranks_b, "ndcg@10"), per_user_metric(ranks_a, "ndcg@10"))
+    assert tests[0].t == pytest.approx(expected.statistic) and tests[0].p_t == pytest.approx(expected.pvalue)
+    with pytest.raises(EclsrError, match="max_len"):
+        compare_runs(a, load_run(runs["longer"]), ["ndcg@10"])
+
+
+def test_compare_cli(runs, capsys):
+    assert main(["compare", str(runs["a"]), str(runs["b"]), "--metric", "ndcg@10", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["metric"] == "ndcg@10" and {"t", "p_t", "p_w", "diff", "significant"} <= rows[0].keys()
+    assert main(["compare", str(runs["a"]), str(runs["b"])]) == 0
+    out = capsys.readouterr().out
+    for fragment in ("mean A", "mean B", "p (t-test)", "p (Wilcoxon)", "recall@10", "ndcg@20", "p < 0.01"):
+        assert fragment in out, fragment
+    assert main(["compare", str(runs["a"]), str(runs["a"]), "--alpha", "1.5"]) == 2
+    assert main(["compare", str(runs["a"]), str(runs["longer"])]) == 2
+
+
+def test_compare_marks_significance(runs, tmp_path, capsys):
+    better = tmp_path / "better"
+    shutil.copytree(runs["a"], better)
+    saved = np.load(runs["a"] / "ranks.npz")
+    np.savez(better / "ranks.npz", users=saved["users"], test=np.ones_like(saved["test"]), valid=saved["valid"])
+    assert main(["compare", str(runs["a"]), str(better), "--metric", "recall@10", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["mean_b"] == 1.0 and row["p_t"] < 0.01 and row["significant"]
+    assert main(["compare", str(runs["a"]), str(better), "--metric", "recall@10"]) == 0
+    assert "*" in capsys.readouterr().out.split("p (Wilcoxon)")[1]
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def test_results_table_groups_seeds(runs):
+    paper = {"tiny-report": {"ndcg@10": 0.0272}}
+    text = results_table([runs["a"], runs["b"], runs["other"]], paper=paper)
+    lines = text.strip().splitlines()
+    assert lines[0].startswith("| recipe | dataset | seeds | recall@10")
+    assert len(lines) == 4
+    row = next(line for line in lines if line.startswith("| tiny-report "))
+    values = [json.loads((runs[k] / "results.json").read_text())["test"]["ndcg@10"] for k in ("a", "b")]
+    assert f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f} (paper 0.0272)" in row
+    assert "| synthetic | 2 |" in row and "seeds 1, 2" in row and "eclsr run" in row
+    other = next(line for line in lines if line.startswith("| tiny-other "))
+    assert "±" not in other.split("|")[4]
+
+
+def test_run_command_recorded_or_found(tmp_path):
+    assert run_command({"command": "eclsr run x.toml", "recipe": "x"}) == "eclsr run x.toml"
+    recipes = tmp_path / "recipes"
+    (recipes / "ecl-sr").mkdir(parents=True)
+    (recipes / "ecl-sr" / "toys.toml").write_text("seed = 1\n")
+    (recipes / "quick.toml").write_text("seed = 1\n")
+    (recipes / "named.toml").write_text('name = "custom"\n')
+    assert find_recipe_file("ecl-sr-toys", recipes) == recipes / "ecl-sr" / "toys.toml"
+    assert find_recipe_file("quick", recipes) == recipes / "quick.toml"
+    assert find_recipe_file("custom", recipes) == recipes / "named.toml"
+    command = run_command({"recipe": "ecl-sr-toys", "seed": 2}, recipes)
+    assert command == f"eclsr run {(recipes / 'ecl-sr' / 'toys.toml').as_posix()} --set seed=2"
