@@ -56,7 +56,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
     run.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    run.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    run.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train on N processes via torchrun (gloo on CPU, nccl on GPU)",
+    )
     run.set_defaults(handler=cmd_run)
+
+    resume = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
+    resume.add_argument("run_dir", type=Path)
+    resume.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    _add_plugin_files(resume)
+    resume.set_defaults(handler=cmd_resume)
 
     _add_data_commands(sub)
     from eclsr.bench_cli import add_bench_command
@@ -156,18 +172,69 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
     from eclsr.rundir import default_run_dir
     from eclsr.train import run
 
-    recipe = _recipe(args)
+    recipe = _recipe(args)  # validated before any process is started
+    if args.nproc > 1 and "RANK" not in os.environ:
+        return _launch_torchrun(args.nproc)
+    if args.resume and args.out is None:
+        raise EclsrError("--resume needs --out RUN_DIR: the run directory to continue.")
     rank = maybe_init_distributed()
     out_dir = args.out or default_run_dir(recipe.name or "recipe")
     result = run(
         recipe,
-        out_dir if rank == 0 else None,
+        out_dir,
         overwrite=args.overwrite,
+        resume=args.resume,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     if rank == 0:
         print_results(out, result.results, out_dir)
     return 0
+
+
+def cmd_resume(args: argparse.Namespace, out: Console) -> int:
+    """``eclsr resume RUN_DIR``: continue with the run's own resolved recipe."""
+    import yaml
+
+    from eclsr.distributed import maybe_init_distributed
+    from eclsr.recipe import validate_recipe
+    from eclsr.train import run
+
+    _load_plugin_files(args)
+    recipe_file = args.run_dir / "recipe.yaml"
+    if not recipe_file.is_file():
+        raise EclsrError(f"{args.run_dir} is not an eclsr run directory (no recipe.yaml).")
+    recipe = validate_recipe(yaml.safe_load(recipe_file.read_text()), source=str(recipe_file))
+    rank = maybe_init_distributed()
+    progress = not args.no_progress and sys.stderr.isatty()
+    result = run(recipe, args.run_dir, resume=True, progress=progress)
+    if rank == 0:
+        print_results(out, result.results, args.run_dir)
+    return 0
+
+
+def _launch_torchrun(nproc: int) -> int:
+    """Re-run this command under PyTorch's own launcher (torchrun) on ``nproc`` processes."""
+    from torch.distributed.run import main as torchrun
+
+    argv = _strip_option(sys.argv[1:], "--nproc")
+    try:
+        torchrun(["--standalone", "--nproc-per-node", str(nproc), "-m", "eclsr", *argv])
+    except Exception as exc:  # torchrun has already printed the failing rank's error
+        raise EclsrError(f"distributed run failed: {exc}") from None
+    return 0
+
+
+def _strip_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option VALUE`` / ``option=VALUE``."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
 
 
 def print_results(out: Console, results: dict, out_dir: Path | None) -> None:

@@ -153,6 +153,22 @@ def load_run_data(recipe: Any) -> SequenceDataset:
     return _DATA_CACHE[key]
 
 
+def check_same_data(run_dir: Path, data: SequenceDataset) -> None:
+    """Refuse data whose hash differs from the one ``results.json`` recorded (ids would shift)."""
+    try:
+        recorded = json.loads((run_dir / rundir.RESULTS).read_text(encoding="utf-8"))
+        expected = recorded["protocol"]["dataset_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # an unfinished run: nothing recorded to check against
+    if expected != data.source_hash:
+        msg = (
+            f"the data of run {str(run_dir)!r} changed since it was trained (dataset hash "
+            f"{data.source_hash[:12]}…, recorded {str(expected)[:12]}…): raw ids would map to "
+            f"other items. Restore the original data file (data.dataset in its recipe.yaml)."
+        )
+        raise EclsrError(msg)
+
+
 def load_model(run_dir: Path, recipe: Any, data: SequenceDataset) -> Model:
     """Build the recipe's model and load ``best.pt`` into it (CPU, eval mode)."""
     from eclsr.train import training_item_counts
@@ -188,12 +204,14 @@ class Recommender:
         model: the trained model (eval mode); only its encoder (the UBE) is used.
         data: the dataset the run trained on (for the vocabulary and ``max_len``'s meaning).
         max_len: histories keep their ``max_len`` most recent items.
+        recipe: the run's validated recipe.
         run_dir: where the model came from.
     """
 
     model: Model
     data: SequenceDataset
     max_len: int
+    recipe: Any = None
     run_dir: Path | None = None
     batch_size: int = 256
 
@@ -218,8 +236,9 @@ class Recommender:
         path = Path(run_dir)
         recipe: Any = load_run_recipe(path, plugin_files)
         data = dataset if dataset is not None else load_run_data(recipe)
+        check_same_data(path, data)
         model = load_model(path, recipe, data).to(torch.device(device))
-        return cls(model, data, recipe.data.max_len, path)
+        return cls(model, data, recipe.data.max_len, recipe, path)
 
     @property
     def item_ids(self) -> list[str]:
@@ -371,19 +390,12 @@ def evaluate_run(
 
     path = Path(run_dir)
     results = read_results(path)
-    recipe: Any = load_run_recipe(path, plugin_files)
-    data = load_run_data(recipe)
-    expected = results.get("protocol", {}).get("dataset_sha256")
-    if expected is not None and expected != data.source_hash:
-        msg = f"the data of run {str(path)!r} changed since it was trained (dataset hash {data.source_hash[:12]}…, recorded {str(expected)[:12]}…). Restore the original data file."
-        raise EclsrError(msg)
     target = torch.device(device or _recorded_device(results))
-    model = load_model(path, recipe, data).to(target)
-    windows = LeaveOneOut(data, recipe.data.max_len).evaluation(split)
-    metrics, ranks = evaluate_split(model, data, windows, recipe, target)
-    return Evaluation(
-        split, metrics, results.get(split, {}), ranks, _saved_ranks(path, split), str(target)
-    )
+    rec = Recommender.from_run(path, device=target, plugin_files=plugin_files)
+    windows = LeaveOneOut(rec.data, rec.max_len).evaluation(split)
+    metrics, ranks = evaluate_split(rec.model, rec.data, windows, rec.recipe, target)
+    saved_ranks = _saved_ranks(path, split)
+    return Evaluation(split, metrics, results.get(split, {}), ranks, saved_ranks, str(target))
 
 
 def _recorded_device(results: dict[str, Any]) -> str:

@@ -52,6 +52,12 @@ class Model(nn.Module):
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
 
+    def forward(
+        self, step: Step, dropped: frozenset[str] = frozenset()
+    ) -> dict[str, tuple[float, Tensor]]:
+        """The losses of one step (see :meth:`losses`); the entry point DDP wraps."""
+        return self.losses(step, dropped)
+
     def losses(
         self, step: Step, dropped: frozenset[str] = frozenset()
     ) -> dict[str, tuple[float, Tensor]]:

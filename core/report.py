@@ -152,6 +152,7 @@ def _fmt(value: Any, digits: int) -> str:
 
 
 def require_pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend; a clear error when the plot extra is missing."""
     try:
         import matplotlib
     except ImportError:

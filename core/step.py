@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 from torch import Tensor, nn
 
 from eclsr.components import Encoder, real_mask
@@ -58,6 +60,10 @@ class Step:
         stage: training stage (1, or 2 after a two-stage schedule switches).
         generator_frozen: True when the generator must run without gradients.
         services: modules published by heads (e.g. ``"generator"``).
+        rank: this process's rank under torchrun (0 alone).
+        world_size: number of processes (1 alone). Heads that average over units (positions,
+            sequences) call :meth:`global_mean`, and contrastive heads :meth:`gather_rows`, so a
+            distributed run computes the loss of the global batch.
     """
 
     batch: Batch
@@ -69,7 +75,40 @@ class Step:
     stage: int = 1
     generator_frozen: bool = False
     services: dict[str, nn.Module] = field(default_factory=dict)
+    rank: int = 0
+    world_size: int = 1
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def global_mean(self, local_mean: Tensor, count: int) -> Tensor:
+        """Turn a mean over this process's ``count`` units into its share of the global mean.
+
+        Alone, ``local_mean`` is returned unchanged. Under DDP, which averages gradients over the
+        ``W`` processes, the result is ``local_mean · count · W / global_count``, so the averaged
+        gradient is exactly that of the mean over every unit of the global batch.
+        """
+        if self.world_size == 1:
+            return local_mean
+        total = torch.tensor([float(count)], device=local_mean.device)
+        dist.all_reduce(total)
+        return local_mean * (count * self.world_size / total.clamp(min=1.0))
+
+    def gather_rows(self, rows: Tensor) -> tuple[Tensor, int]:
+        """Concatenate every process's ``rows [B_r, D]`` in rank order, keeping gradients.
+
+        Returns the global ``[ΣB_r, D]`` tensor and the offset of this process's rows in it
+        (alone: ``rows`` and 0). Used for in-batch negatives across processes.
+        """
+        if self.world_size == 1:
+            return rows, 0
+        sizes_t = torch.tensor([rows.size(0)], device=rows.device)
+        sizes_list = [torch.zeros_like(sizes_t) for _ in range(self.world_size)]
+        dist.all_gather(sizes_list, sizes_t)
+        sizes = [int(s) for s in sizes_list]
+        padded = rows.new_zeros((max(sizes), *rows.shape[1:]))
+        padded[: rows.size(0)] = rows
+        gathered = dist_nn.all_gather(padded)  # autograd-aware: gradients flow back to owners
+        parts = [g[:n] for g, n in zip(gathered, sizes, strict=True)]
+        return torch.cat(parts), sum(sizes[: self.rank])
 
     def memo(self, key: Any, compute: Callable[[], T]) -> T:
         """Return the value cached under ``key``, computing it once per step."""

@@ -6,10 +6,16 @@ best checkpoint → test. Evaluation, checkpointing and logging are plain functi
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import math
+import os
+import signal
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +26,16 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eclsr import rundir
-from eclsr.batching import LeaveOneOut, Windows, iterate_training, positions_per_epoch
+from eclsr.batching import LeaveOneOut, Windows, epoch_order, make_batch, positions_per_epoch
+from eclsr.checkpoint import load_latest_checkpoint, save_checkpoint
 from eclsr.dataset import SequenceDataset
+from eclsr.distributed import gather_arrays, shard_windows, world
 from eclsr.errors import EclsrError
 from eclsr.evaluate import TIE_RULES, metrics_from_ranks, popularity_ranks, rank_all
 from eclsr.model import Model, total_loss
 from eclsr.step import Step
+
+CHECKPOINT_FORMAT = "eclsr-checkpoint-1"
 
 
 @dataclass
@@ -61,13 +71,17 @@ class EarlyStopping:
         return self.bad_epochs >= self.patience
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → cuda when available, else cpu."""
+def resolve_device(name: str, rank: int = 0) -> torch.device:
+    """``auto`` → cuda when available, else cpu; under torchrun each rank takes its local GPU."""
     if name == "cuda" and not torch.cuda.is_available():
         msg = "train.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'."
         raise EclsrError(msg)
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
     return torch.device(name)
 
 
@@ -112,7 +126,10 @@ def protocol(recipe: Any, data: SequenceDataset, split: LeaveOneOut) -> dict[str
 def evaluate_split(
     model: Model, data: SequenceDataset, windows: Windows, recipe: Any, device: torch.device
 ) -> tuple[dict[str, float], np.ndarray]:
-    """Metrics and per-user ranks on one split."""
+    """Metrics and per-user ranks on one split (sharded over ranks under torchrun, then gathered)."""
+    rank, world_size = world()
+    if world_size > 1:
+        windows = shard_windows(windows, rank, world_size)
     ranks = rank_all(
         model,
         data,
@@ -122,7 +139,26 @@ def evaluate_split(
         recipe.eval.chunk_elements,
         recipe.eval.ties,
     )
+    if world_size > 1:
+        ranks = gather_arrays(ranks)
     return metrics_from_ranks(ranks, recipe.eval.ks), ranks
+
+
+@dataclass
+class TrainState:
+    """Everything that changes from epoch to epoch; saved in every checkpoint."""
+
+    epoch: int = 0
+    stage: int = 1
+    stage_epoch: int = 0
+    dropped: frozenset[str] = frozenset()
+    stopper: EarlyStopping = field(default_factory=lambda: EarlyStopping(10))
+    best_valid: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class StopRequested(EclsrError):
+    """SIGINT/SIGTERM arrived: the run stopped after its last checkpoint."""
 
 
 def run(
@@ -131,6 +167,7 @@ def run(
     *,
     dataset: SequenceDataset | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     console: Console | None = None,
     progress: bool = True,
 ) -> RunResult:
@@ -138,19 +175,23 @@ def run(
 
     Args:
         recipe: a validated recipe (from :func:`eclsr.load_recipe` / :func:`eclsr.validate_recipe`).
-        out_dir: run directory to write; None writes nothing.
+        out_dir: run directory to write; None writes nothing. Under torchrun only rank 0 writes.
         dataset: use this data instead of loading ``recipe.data``.
         overwrite: allow a non-empty ``out_dir``.
+        resume: continue the run in ``out_dir`` from its newest good checkpoint.
         console: where progress and epoch lines go (default: stderr).
         progress: show a live progress bar.
     """
     console = console or Console(stderr=True, soft_wrap=True)
     train_cfg = recipe.train
+    rank, world_size = world()
+    writer = out_dir if rank == 0 else None
     if train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
-    device = resolve_device(train_cfg.device)
-    if out_dir is not None:
-        rundir.prepare_run_dir(out_dir, overwrite)
+    device = resolve_device(train_cfg.device, rank)
+    checkpoint = _resume_checkpoint(out_dir, recipe) if resume else None
+    if writer is not None and checkpoint is None:
+        rundir.prepare_run_dir(writer, overwrite)
     data = dataset if dataset is not None else load_data(recipe)
     split = LeaveOneOut(data, recipe.data.max_len)
     train_windows, valid_windows, test_windows = (
@@ -159,62 +200,72 @@ def run(
         split.evaluation("test"),
     )
 
-    torch.manual_seed(recipe.seed)  # dropout masks and parameter init
+    torch.manual_seed(recipe.seed)  # parameter init: identical on every rank
     model = Model(recipe, data.num_items, training_item_counts(data)).to(device)
+    torch.manual_seed(recipe.seed + rank)  # dropout masks: independent per rank
     if train_cfg.compile:
         model.encoder = torch.compile(model.encoder)  # type: ignore[assignment]
-    step_generator = torch.Generator(device=device).manual_seed(recipe.seed)
-    if out_dir is not None:
-        _write_preamble(out_dir, recipe)
+    step_generator = torch.Generator(device=device).manual_seed(recipe.seed + rank)
+    trainer: torch.nn.Module = model
+    if world_size > 1:
+        trainer = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    optimizer = make_optimizer(model, train_cfg)
+    state = TrainState(stopper=EarlyStopping(train_cfg.patience))
+    best_state = copy.deepcopy(model.state_dict())
+    if checkpoint is not None:
+        best_state = _restore(checkpoint, out_dir, model, optimizer, step_generator, state)
+        console.print(f"resuming {out_dir} at epoch {state.epoch} (stage {state.stage})")
+    if writer is not None:
+        _write_preamble(writer, recipe)
+        _rewrite_metrics(writer, state.history)
 
     metric = train_cfg.monitor.split(".", 1)[1]
-    stopper = EarlyStopping(train_cfg.patience)
-    best_state = copy.deepcopy(model.state_dict())
-    best_valid: dict[str, float] = {}
-    history: list[dict[str, Any]] = []
     stages = 2 if train_cfg.schedule.name == "two_stage" else 1
-    dropped: frozenset[str] = frozenset()
-    epoch = 0
     started = time.perf_counter()
-    for stage in range(1, stages + 1):
-        optimizer = make_optimizer(model, train_cfg)
-        stopper.bad_epochs = 0
-        for _ in range(train_cfg.epochs):
+    with _stop_on_signals() as stop:
+        while True:
+            if state.stage_epoch >= train_cfg.epochs or state.stopper.should_stop:
+                if state.stage >= stages:
+                    break
+                best_state = _next_stage(model, best_state, state, train_cfg, console)
+                optimizer = make_optimizer(model, train_cfg)
+                continue
+            shard = Shard(rank, world_size)
             record = train_one_epoch(
+                trainer,
                 model,
                 optimizer,
                 data,
                 train_windows,
                 recipe,
-                epoch,
-                stage,
-                dropped,
+                state,
                 step_generator,
                 device,
                 console,
                 progress,
+                shard,
+                stop,
             )
             eval_start = time.perf_counter()
             valid, _ = evaluate_split(model, data, valid_windows, recipe, device)
             record["valid"] = valid
             record["eval_seconds"] = round(time.perf_counter() - eval_start, 3)
-            improved = stopper.update(valid[metric], epoch)
-            record["best"] = improved
-            if improved:
-                best_state, best_valid = copy.deepcopy(model.state_dict()), valid
-                if out_dir is not None:
-                    rundir.save_state(out_dir / rundir.BEST, {"model": best_state, "epoch": epoch})
-            history.append(record)
-            _log_epoch(console, record, metric, out_dir)
-            epoch += 1
-            if stopper.should_stop:
-                break
-        if stage < stages:  # two-stage: reload the best checkpoint, drop heads, continue
-            model.load_state_dict(best_state)
-            dropped = frozenset(train_cfg.schedule.drop)
-            console.print(
-                f"[bold]stage 2[/]: reloaded epoch {stopper.best_epoch}, dropped {sorted(dropped)}"
-            )
+            record["best"] = state.stopper.update(valid[metric], state.epoch)
+            if record["best"]:
+                best_state, state.best_valid = copy.deepcopy(model.state_dict()), valid
+                if writer is not None:
+                    rundir.save_state(
+                        writer / rundir.BEST, {"model": best_state, "epoch": state.epoch}
+                    )
+            state.history.append(record)
+            state.epoch += 1
+            state.stage_epoch += 1
+            if writer is not None:
+                rundir.append_jsonl(writer / rundir.METRICS, record)
+                save_checkpoint(
+                    writer, state.epoch, _checkpoint(model, optimizer, step_generator, state)
+                )
+            _log_epoch(console, record, metric)
 
     model.load_state_dict(best_state)
     test, test_ranks = evaluate_split(model, data, test_windows, recipe, device)
@@ -225,21 +276,145 @@ def run(
     results = {
         "recipe": recipe.name,
         "seed": recipe.seed,
-        "valid": best_valid or metrics_from_ranks(valid_ranks, recipe.eval.ks),
+        "valid": state.best_valid or metrics_from_ranks(valid_ranks, recipe.eval.ks),
         "test": test,
         "popularity_test": metrics_from_ranks(popularity, recipe.eval.ks),
-        "best_epoch": stopper.best_epoch,
-        "epochs_run": epoch,
+        "best_epoch": state.stopper.best_epoch,
+        "epochs_run": state.epoch,
         "seconds": round(time.perf_counter() - started, 2),
         "device": str(device),
+        "world_size": world_size,
         "protocol": protocol(recipe, data, split),
     }
-    if out_dir is not None:
+    if writer is not None:
         np.savez_compressed(
-            out_dir / "ranks.npz", users=test_windows.users, test=test_ranks, valid=valid_ranks
+            writer / "ranks.npz", users=test_windows.users, test=test_ranks, valid=valid_ranks
         )
-        rundir.write_json(out_dir / rundir.RESULTS, results)
-    return RunResult(results, model, out_dir, history)
+        rundir.write_json(writer / rundir.RESULTS, results)
+    return RunResult(results, model, writer, state.history)
+
+
+def _next_stage(
+    model: Model, best_state: dict[str, Any], state: TrainState, train_cfg: Any, console: Console
+) -> dict[str, Any]:
+    """Two-stage schedule: reload the best checkpoint, drop the listed heads, reset patience."""
+    model.load_state_dict(best_state)
+    state.stage += 1
+    state.stage_epoch = 0
+    state.stopper.bad_epochs = 0
+    state.dropped = frozenset(train_cfg.schedule.drop)
+    console.print(
+        f"[bold]stage {state.stage}[/]: reloaded epoch {state.stopper.best_epoch}, dropped {sorted(state.dropped)}"
+    )
+    return best_state
+
+
+def _checkpoint(
+    model: Model, optimizer: torch.optim.Optimizer, generator: torch.Generator, state: TrainState
+) -> dict[str, Any]:
+    """The full training state: weights, optimizer, RNGs, schedule, early stopping, history."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "step_generator": generator.get_state(),
+        "epoch": state.epoch,
+        "stage": state.stage,
+        "stage_epoch": state.stage_epoch,
+        "dropped": sorted(state.dropped),
+        "stopper": [state.stopper.best, state.stopper.best_epoch, state.stopper.bad_epochs],
+        "best_valid": state.best_valid,
+        "history": json.dumps(state.history),
+    }
+
+
+def _restore(
+    checkpoint: dict[str, Any],
+    out_dir: Path | None,
+    model: Model,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    state: TrainState,
+) -> dict[str, Any]:
+    """Load a checkpoint into the live objects; return the best model state so far."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        msg = f"the checkpoint in {out_dir} does not fit this recipe's model ({str(exc).splitlines()[0][:200]}). Resume with the recipe the run was started with."
+        raise EclsrError(msg) from None
+    torch.set_rng_state(checkpoint["torch_rng"])
+    if checkpoint["cuda_rng"]:
+        torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+    generator.set_state(checkpoint["step_generator"])
+    state.epoch, state.stage, state.stage_epoch = (
+        checkpoint["epoch"],
+        checkpoint["stage"],
+        checkpoint["stage_epoch"],
+    )
+    state.dropped = frozenset(checkpoint["dropped"])
+    best, best_epoch, bad = checkpoint["stopper"]
+    state.stopper.best, state.stopper.best_epoch, state.stopper.bad_epochs = (
+        float(best),
+        int(best_epoch),
+        int(bad),
+    )
+    state.best_valid = dict(checkpoint["best_valid"])
+    state.history = json.loads(checkpoint["history"])
+    assert out_dir is not None
+    best_file = out_dir / rundir.BEST
+    return (
+        rundir.load_state(best_file)["model"]
+        if best_file.is_file()
+        else copy.deepcopy(model.state_dict())
+    )
+
+
+def _resume_checkpoint(out_dir: Path | None, recipe: Any) -> dict[str, Any] | None:
+    """The checkpoint to resume from; errors when the run directory belongs to another recipe."""
+    if out_dir is None or not (out_dir / rundir.RECIPE).is_file():
+        msg = f"--resume: {out_dir} is not an eclsr run directory (no {rundir.RECIPE}). Pass the --out of the run to resume."
+        raise EclsrError(msg)
+    import yaml
+
+    saved = yaml.safe_load((out_dir / rundir.RECIPE).read_text())
+    if saved != recipe.model_dump(mode="json"):
+        msg = f"--resume: {out_dir} was started with a different recipe. Resume it with the same recipe and --set overrides (its resolved recipe is {out_dir / rundir.RECIPE})."
+        raise EclsrError(msg)
+    checkpoint = load_latest_checkpoint(out_dir)
+    if checkpoint is not None and checkpoint.get("format") != CHECKPOINT_FORMAT:
+        msg = f"--resume: the checkpoint in {out_dir} was written by another eclsr version (format {checkpoint.get('format')!r}, expected {CHECKPOINT_FORMAT!r})."
+        raise EclsrError(msg)
+    return checkpoint
+
+
+def _rewrite_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl holds exactly the checkpointed epochs (lines of a lost epoch are dropped)."""
+    text = "".join(json.dumps(record) + "\n" for record in history)
+    rundir.atomic_write_bytes(out_dir / rundir.METRICS, text.encode())
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM set an event; the loop stops after the current step (checkpoints are per epoch)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def model_counts(model: Model) -> torch.Tensor:
@@ -254,49 +429,74 @@ def load_data(recipe: Any) -> SequenceDataset:
     return load_dataset(recipe.data)
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Which slice of every global batch this process trains on."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """This rank's contiguous part of a global batch (sizes differ by at most one)."""
+        if self.world_size == 1:
+            return rows
+        return np.array_split(rows, self.world_size)[self.rank]
+
+
 def train_one_epoch(
+    trainer: torch.nn.Module,
     model: Model,
     optimizer: torch.optim.Optimizer,
     data: SequenceDataset,
     windows: Windows,
     recipe: Any,
-    epoch: int,
-    stage: int,
-    dropped: frozenset[str],
+    state: TrainState,
     generator: torch.Generator,
     device: torch.device,
     console: Console,
     show_progress: bool,
+    shard: Shard = Shard(),
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """One pass over the training users; returns the epoch's log record (losses, timing)."""
+    """One pass over the training users; returns the epoch's log record (losses, timing).
+
+    ``trainer`` is the model itself, or its DistributedDataParallel wrapper under torchrun.
+    """
     train_cfg = recipe.train
     model.train()
+    epoch = state.epoch
     frozen = (train_cfg.schedule.name == "freeze_after" and epoch >= train_cfg.schedule.epochs) or (
-        "generator" in dropped  # a dropped generator still feeds augmentations: run it without grad
+        "generator"
+        in state.dropped  # a dropped generator still feeds augmentations: run it without grad
     )
     sums: dict[str, float] = defaultdict(float)
     steps = 0
     start = time.perf_counter()
-    batches = iterate_training(
-        data, windows, train_cfg.batch_size, recipe.seed, epoch, train_cfg.bucket_by_length
+    order = epoch_order(
+        windows, train_cfg.batch_size, recipe.seed, epoch, train_cfg.bucket_by_length
     )
-    total_batches = math.ceil(len(windows.users) / train_cfg.batch_size)
     with _progress(console, show_progress) as bar:
-        task = bar.add_task(f"epoch {epoch}", total=total_batches, loss="")
-        for batch in batches:
+        task = bar.add_task(f"epoch {epoch}", total=len(order), loss="")
+        for rows in order:
+            if stop is not None and stop.is_set():
+                msg = f"interrupted during epoch {epoch}; the run directory keeps its last epoch checkpoint. Continue with --resume."
+                raise StopRequested(msg)
+            batch = make_batch(data, windows, shard.take(rows)).to(device)
             step = Step(
-                batch.to(device),
+                batch,
                 model.encoder,
                 model.item_embedding,
                 model.num_items,
                 generator,
                 epoch=epoch,
-                stage=stage,
+                stage=state.stage,
                 generator_frozen=frozen,
                 services=model.services,
+                rank=shard.rank,
+                world_size=shard.world_size,
             )
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=train_cfg.amp == "bf16"):
-                losses = model.losses(step, dropped)
+                losses = trainer(step, state.dropped)
             loss = total_loss(losses)
             _check_finite(losses, epoch)
             optimizer.zero_grad(set_to_none=True)
@@ -313,7 +513,7 @@ def train_one_epoch(
     seconds = time.perf_counter() - start
     return {
         "epoch": epoch,
-        "stage": stage,
+        "stage": state.stage,
         "loss": round(sums.pop("total", 0.0) / max(steps, 1), 6),
         "losses": {k: round(v / max(steps, 1), 6) for k, v in sums.items()},
         "train_seconds": round(seconds, 3),
@@ -354,9 +554,7 @@ def _write_preamble(out_dir: Path, recipe: Any) -> None:
     rundir.write_json(out_dir / rundir.PLUGINS, plugin_rows())
 
 
-def _log_epoch(console: Console, record: dict[str, Any], metric: str, out_dir: Path | None) -> None:
-    if out_dir is not None:
-        rundir.append_jsonl(out_dir / rundir.METRICS, record)
+def _log_epoch(console: Console, record: dict[str, Any], metric: str) -> None:
     valid = record["valid"]
     star = " *" if record["best"] else ""
     console.print(

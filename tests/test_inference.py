@@ -20,10 +20,22 @@ def tiny_recipe(seed: int = 3, **data) -> dict:
     return {
         "seed": seed,
         "name": "tiny-infer",
-        "data": {"dataset": "synthetic", "max_len": 8, "synthetic_users": 150, "synthetic_items": 40, **data},
+        "data": {
+            "dataset": "synthetic",
+            "max_len": 8,
+            "synthetic_users": 150,
+            "synthetic_items": 40,
+            **data,
+        },
         "encoder": {"name": "sasrec", "hidden": 16, "layers": 1, "heads": 1, "inner_size": 32},
         "heads": [{"name": "next_item"}, {"name": "infonce", "weight": 0.1, "pooling_k": 2}],
-        "train": {"epochs": 1, "batch_size": 64, "lr": 0.01, "monitor": "valid.ndcg@10", "device": "cpu"},
+        "train": {
+            "epochs": 1,
+            "batch_size": 64,
+            "lr": 0.01,
+            "monitor": "valid.ndcg@10",
+            "device": "cpu",
+        },
     }
 
 
@@ -110,7 +122,12 @@ def test_cli_recommend_batch_input_and_table(rec, run_dir, tmp_path, capsys):
     lines = ["3 7 12", "", "# a comment", "40 1", "5"]
     file = tmp_path / "histories.txt"
     file.write_text("\n".join(lines) + "\n")
-    assert main(["recommend", str(run_dir), "--input", str(file), "-k", "4", "--exclude-seen", "--json"]) == 0
+    assert (
+        main(
+            ["recommend", str(run_dir), "--input", str(file), "-k", "4", "--exclude-seen", "--json"]
+        )
+        == 0
+    )
     cli = json.loads(capsys.readouterr().out)
     api = rec.recommend([["3", "7", "12"], ["40", "1"], ["5"]], k=4, exclude_seen=True)
     assert [[r["item"] for r in row] for row in cli] == [[i for i, _ in row] for row in api]
@@ -198,13 +215,23 @@ def test_missing_plugin_is_named(run_dir, tmp_path):
     recipe["heads"].append({"name": "mystery_head", "weight": 0.1})
     (copy / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     rows = json.loads((copy / "plugins.json").read_text())
-    rows.append({"kind": "head", "name": "mystery_head", "intensity": None, "plugin": "eclsr_mystery",
-                 "distribution": "eclsr-mystery", "version": "9.9", "description": ""})
+    rows.append(
+        {
+            "kind": "head",
+            "name": "mystery_head",
+            "intensity": None,
+            "plugin": "eclsr_mystery",
+            "distribution": "eclsr-mystery",
+            "version": "9.9",
+            "description": "",
+        }
+    )
     (copy / "plugins.json").write_text(json.dumps(rows))
     with pytest.raises(EclsrError, match="not installed now: 'mystery_head'.*eclsr-mystery 9.9"):
         Recommender.from_run(copy)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_code_carrying_checkpoint_is_refused_and_not_run(run_dir, tmp_path):
     copy = copy_run(run_dir, tmp_path)
     marker = tmp_path / "pwned"
@@ -226,9 +253,13 @@ def test_code_carrying_checkpoint_is_refused_and_not_run(run_dir, tmp_path):
 def test_compiled_checkpoint_keys_load(run_dir, tmp_path, rec):
     copy = copy_run(run_dir, tmp_path)
     state = torch.load(copy / "best.pt", weights_only=True)
-    state["model"] = {k.replace("encoder.", "encoder._orig_mod.", 1): v for k, v in state["model"].items()}
+    state["model"] = {
+        k.replace("encoder.", "encoder._orig_mod.", 1): v for k, v in state["model"].items()
+    }
     torch.save(state, copy / "best.pt")
-    assert Recommender.from_run(copy).recommend([["3", "4"]], k=5) == rec.recommend([["3", "4"]], k=5)
+    assert Recommender.from_run(copy).recommend([["3", "4"]], k=5) == rec.recommend(
+        [["3", "4"]], k=5
+    )
 
 
 def test_not_a_run_dir(tmp_path):

@@ -31,10 +31,22 @@ def tiny_recipe(seed: int = 3, name: str = "tiny-report", **data) -> dict:
     return {
         "seed": seed,
         "name": name,
-        "data": {"dataset": "synthetic", "max_len": 8, "synthetic_users": 150, "synthetic_items": 40, **data},
+        "data": {
+            "dataset": "synthetic",
+            "max_len": 8,
+            "synthetic_users": 150,
+            "synthetic_items": 40,
+            **data,
+        },
         "encoder": {"name": "sasrec", "hidden": 16, "layers": 1, "heads": 1, "inner_size": 32},
         "heads": [{"name": "next_item"}, {"name": "infonce", "weight": 0.1, "pooling_k": 2}],
-        "train": {"epochs": 2, "batch_size": 64, "lr": 0.01, "monitor": "valid.ndcg@10", "device": "cpu"},
+        "train": {
+            "epochs": 2,
+            "batch_size": 64,
+            "lr": 0.01,
+            "monitor": "valid.ndcg@10",
+            "device": "cpu",
+        },
     }
 
 
@@ -72,7 +84,13 @@ def test_fallback_tests_match_scipy(n):
 
 def test_betainc_matches_scipy():
     special = pytest.importorskip("scipy.special")
-    for a, b, x in [(0.5, 0.5, 0.3), (2.5, 0.5, 0.01), (1000.0, 0.5, 0.999), (17500.0, 0.5, 0.9999), (3, 4, 0.7)]:
+    for a, b, x in [
+        (0.5, 0.5, 0.3),
+        (2.5, 0.5, 0.01),
+        (1000.0, 0.5, 0.999),
+        (17500.0, 0.5, 0.9999),
+        (3, 4, 0.7),
+    ]:
         assert betainc(a, b, x) == pytest.approx(special.betainc(a, b, x), rel=1e-9)
 
 
@@ -86,7 +104,9 @@ def test_paired_tests_without_scipy_uses_fallback(monkeypatch):
     assert with_scipy.exact_scipy and not fallback.exact_scipy
     assert fallback.t == pytest.approx(with_scipy.t, rel=1e-10)
     assert fallback.p_t == pytest.approx(with_scipy.p_t, rel=1e-8)
-    assert fallback.p_w == pytest.approx(with_scipy.p_w, rel=1e-8)  # n > 50: scipy is asymptotic too
+    assert fallback.p_w == pytest.approx(
+        with_scipy.p_w, rel=1e-8
+    )  # n > 50: scipy is asymptotic too
     assert fallback.diff == pytest.approx(b.mean() - a.mean())
 
 
@@ -103,7 +123,9 @@ def test_per_user_metrics_average_to_the_recorded_metrics():
     recorded = metrics_from_ranks(ranks, [5, 10, 20])
     for metric, value in recorded.items():
         assert per_user_metric(ranks, metric).mean() == value
-    np.testing.assert_array_equal(per_user_metric(ranks, "hit@10"), per_user_metric(ranks, "recall@10"))
+    np.testing.assert_array_equal(
+        per_user_metric(ranks, "hit@10"), per_user_metric(ranks, "recall@10")
+    )
     with pytest.raises(EclsrError, match="ndcg@K"):
         per_user_metric(ranks, "auc")
 
@@ -122,8 +144,15 @@ def test_report_table(runs, capsys):
     assert main(["report", str(runs["a"]), str(runs["b"]), str(runs["other"])]) == 0
     out = capsys.readouterr().out
     saved = json.loads((runs["b"] / "results.json").read_text())
-    for fragment in ("tiny-report", "tiny-other", "recall@10", "ndcg@20", "best epoch", f"{saved['test']['ndcg@10']:.4f}",
-                     str(runs["other"])):
+    for fragment in (
+        "tiny-report",
+        "tiny-other",
+        "recall@10",
+        "ndcg@20",
+        "best epoch",
+        f"{saved['test']['ndcg@10']:.4f}",
+        str(runs["other"]),
+    ):
         assert fragment in out, fragment
     assert main(["report", str(runs["a"]), "--metric", "mrr@5"]) == 0
     assert "mrr@5" in capsys.readouterr().out
@@ -133,7 +162,9 @@ def test_report_table(runs, capsys):
 def test_report_refuses_protocol_mismatch_unless_allowed(runs, capsys):
     assert main(["report", str(runs["a"]), str(runs["longer"])]) == 2
     err = capsys.readouterr().err
-    assert "max_len: 8 → 12" in err and "--allow-protocol-mismatch" in err and "Traceback" not in err
+    assert (
+        "max_len: 8 → 12" in err and "--allow-protocol-mismatch" in err and "Traceback" not in err
+    )
     assert main(["report", str(runs["a"]), str(runs["longer"]), "--allow-protocol-mismatch"]) == 0
     assert "protocol differs" in capsys.readouterr().out
 
@@ -160,7 +191,11 @@ def test_plots_write_pngs(runs, tmp_path, capsys):
     plots = tmp_path / "plots"
     assert main(["report", str(runs["a"]), str(runs["b"]), "--plots", str(plots)]) == 0
     files = sorted(p.name for p in plots.iterdir())
-    assert files == ["comparison.png", "curves_0_tiny-report_seed1.png", "curves_1_tiny-report_seed2.png"]
+    assert files == [
+        "comparison.png",
+        "curves_0_tiny-report_seed1.png",
+        "curves_1_tiny-report_seed2.png",
+    ]
     for name in files:
         data = (plots / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
@@ -175,9 +210,16 @@ def test_compare_runs_pairs_users(runs):
     assert [t.metric for t in tests] == ["ndcg@10", "recall@20"]
     assert tests[0].mean_a == a.results["test"]["ndcg@10"]
     assert tests[1].mean_b == b.results["test"]["recall@20"]
-    ranks_a, ranks_b = np.load(runs["a"] / "ranks.npz")["test"], np.load(runs["b"] / "ranks.npz")["test"]
-    expected = scipy_stats.ttest_rel(per_user_metric(ranks_b, "ndcg@10"), per_user_metric(ranks_a, "ndcg@10"))
-    assert tests[0].t == pytest.approx(expected.statistic) and tests[0].p_t == pytest.approx(expected.pvalue)
+    ranks_a, ranks_b = (
+        np.load(runs["a"] / "ranks.npz")["test"],
+        np.load(runs["b"] / "ranks.npz")["test"],
+    )
+    expected = scipy_stats.ttest_rel(
+        per_user_metric(ranks_b, "ndcg@10"), per_user_metric(ranks_a, "ndcg@10")
+    )
+    assert tests[0].t == pytest.approx(expected.statistic) and tests[0].p_t == pytest.approx(
+        expected.pvalue
+    )
     with pytest.raises(EclsrError, match="max_len"):
         compare_runs(a, load_run(runs["longer"]), ["ndcg@10"])
 
@@ -185,10 +227,21 @@ def test_compare_runs_pairs_users(runs):
 def test_compare_cli(runs, capsys):
     assert main(["compare", str(runs["a"]), str(runs["b"]), "--metric", "ndcg@10", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows[0]["metric"] == "ndcg@10" and {"t", "p_t", "p_w", "diff", "significant"} <= rows[0].keys()
+    assert (
+        rows[0]["metric"] == "ndcg@10"
+        and {"t", "p_t", "p_w", "diff", "significant"} <= rows[0].keys()
+    )
     assert main(["compare", str(runs["a"]), str(runs["b"])]) == 0
     out = capsys.readouterr().out
-    for fragment in ("mean A", "mean B", "p (t-test)", "p (Wilcoxon)", "recall@10", "ndcg@20", "p < 0.01"):
+    for fragment in (
+        "mean A",
+        "mean B",
+        "p (t-test)",
+        "p (Wilcoxon)",
+        "recall@10",
+        "ndcg@20",
+        "p < 0.01",
+    ):
         assert fragment in out, fragment
     assert main(["compare", str(runs["a"]), str(runs["a"]), "--alpha", "1.5"]) == 2
     assert main(["compare", str(runs["a"]), str(runs["longer"])]) == 2
@@ -198,7 +251,12 @@ def test_compare_marks_significance(runs, tmp_path, capsys):
     better = tmp_path / "better"
     shutil.copytree(runs["a"], better)
     saved = np.load(runs["a"] / "ranks.npz")
-    np.savez(better / "ranks.npz", users=saved["users"], test=np.ones_like(saved["test"]), valid=saved["valid"])
+    np.savez(
+        better / "ranks.npz",
+        users=saved["users"],
+        test=np.ones_like(saved["test"]),
+        valid=saved["valid"],
+    )
     assert main(["compare", str(runs["a"]), str(better), "--metric", "recall@10", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)[0]
     assert row["mean_b"] == 1.0 and row["p_t"] < 0.01 and row["significant"]
@@ -216,7 +274,9 @@ def test_results_table_groups_seeds(runs):
     assert lines[0].startswith("| recipe | dataset | seeds | recall@10")
     assert len(lines) == 4
     row = next(line for line in lines if line.startswith("| tiny-report "))
-    values = [json.loads((runs[k] / "results.json").read_text())["test"]["ndcg@10"] for k in ("a", "b")]
+    values = [
+        json.loads((runs[k] / "results.json").read_text())["test"]["ndcg@10"] for k in ("a", "b")
+    ]
     assert f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f} (paper 0.0272)" in row
     assert "| synthetic | 2 |" in row and "seeds 1, 2" in row and "eclsr run" in row
     other = next(line for line in lines if line.startswith("| tiny-other "))

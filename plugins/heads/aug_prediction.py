@@ -85,7 +85,7 @@ class AugPredictionHead(Head):
         logits = self.classifier(features)  # [K·B, K]
         batch_size = step.batch.lengths.size(0)
         labels = torch.arange(count, device=logits.device).repeat_interleave(batch_size)
-        return F.cross_entropy(logits.float(), labels)
+        return step.global_mean(F.cross_entropy(logits.float(), labels), labels.numel())
 
     def _augment_all(self, step: Step) -> tuple[Tensor, Tensor]:
         """Apply each augmentation to the batch; stack the results padded to a common width."""

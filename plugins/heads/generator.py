@@ -94,9 +94,10 @@ class GeneratorHead(Head):
         if step.generator_frozen:
             return {}
         out = self.generate(step, self.config.mask_ratio)
-        return full_softmax_cross_entropy(
+        loss = full_softmax_cross_entropy(
             out.states, step.item_weights, out.targets, self.config.chunk_elements
         )
+        return step.global_mean(loss, out.targets.numel())
 
     def generate(
         self,

@@ -98,11 +98,14 @@ class InfoNCEHead(Head):
         if self.config.extra != "none":
             key = "extra_positive" if self.config.extra == "pos" else "extra_negatives"
             extras[key] = self._generated(step)  # [B, D]
-        loss = info_nce(anchor, positive, self.config.temperature, **extras)
+        # Under torchrun the columns (in-batch negatives) are the whole global batch.
+        columns, offset = step.gather_rows(positive)  # [ΣB, D]
+        loss = info_nce(anchor, columns, self.config.temperature, offset=offset, **extras)
         if self.config.symmetric:
-            back = info_nce(positive, anchor, self.config.temperature, **extras)
+            rows, _ = step.gather_rows(anchor)
+            back = info_nce(positive, rows, self.config.temperature, offset=offset, **extras)
             loss = (loss + back) / 2
-        return loss
+        return step.global_mean(loss, anchor.size(0))
 
     def _view(self, step: Step, first: bool) -> Tensor:
         """``[B, D]`` pooled representation of view 1 (``first``) or view 2."""
@@ -155,33 +158,36 @@ def info_nce(
     temperature: float,
     extra_negatives: Tensor | None = None,
     extra_positive: Tensor | None = None,
+    offset: int = 0,
 ) -> Tensor:
     """One-directional InfoNCE with in-batch negatives and cosine similarity.
 
-    Row i's logits are ``cos(anchor_i, positive_j) / τ`` for every j (target j = i), followed by
+    Row i's logits are ``cos(anchor_i, positive_j) / τ`` for every j (target j = i + offset), followed by
     ``cos(anchor_i, extra_negatives_m) / τ`` for every m, followed by
     ``cos(anchor_i, extra_positive_i) / τ`` when given; with an extra positive the loss of row i
     is the mean of the two positives' negative log-likelihoods under that one softmax.
 
     Args:
         anchor: ``[B, D]`` view-1 representations (rows).
-        positive: ``[B, D]`` view-2 representations (columns).
+        positive: ``[C, D]`` view-2 representations (columns; C = B alone, the global batch
+            under torchrun, where row i's own column is ``i + offset``).
         temperature: τ.
         extra_negatives: optional ``[M, D]`` extra negative columns shared by all rows.
         extra_positive: optional ``[B, D]`` a second positive per row.
+        offset: column of row 0's positive.
 
     Returns:
         Scalar mean loss.
     """
     a = F.normalize(anchor, dim=-1)
-    columns = [a @ F.normalize(positive, dim=-1).t()]  # [B, B]
+    columns = [a @ F.normalize(positive, dim=-1).t()]  # [B, C]
     if extra_negatives is not None:
         columns.append(a @ F.normalize(extra_negatives, dim=-1).t())  # [B, M]
     if extra_positive is not None:
         columns.append((a * F.normalize(extra_positive, dim=-1)).sum(-1, keepdim=True))  # [B, 1]
     log_prob = F.log_softmax(torch.cat(columns, dim=1).float() / temperature, dim=1)
     rows = torch.arange(anchor.size(0), device=anchor.device)
-    log_likelihood = log_prob[rows, rows]  # [B]
+    log_likelihood = log_prob[rows, rows + offset]  # [B]
     if extra_positive is not None:
         log_likelihood = (log_likelihood + log_prob[:, -1]) / 2
     return -log_likelihood.mean()

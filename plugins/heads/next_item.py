@@ -79,13 +79,15 @@ class NextItemHead(Head):
         hidden = step.hidden[mask]  # [P, D]
         targets = step.batch.targets[mask]  # [P]
         if self.config.sampled_negatives is None:
-            return full_softmax_cross_entropy(
+            loss = full_softmax_cross_entropy(
                 hidden, step.item_weights, targets, self.config.chunk_elements
             )
-        negatives = self._draw_negatives(step.generator, self.config.sampled_negatives)
-        return sampled_softmax_cross_entropy(
-            hidden, step.item_weights, targets, negatives.to(hidden.device), self.log_q
-        )
+        else:
+            negatives = self._draw_negatives(step.generator, self.config.sampled_negatives)
+            loss = sampled_softmax_cross_entropy(
+                hidden, step.item_weights, targets, negatives.to(hidden.device), self.log_q
+            )
+        return step.global_mean(loss, targets.numel())
 
     def _draw_negatives(self, generator: torch.Generator, count: int) -> Tensor:
         """``[S]`` negative ids in 1..N, drawn with replacement from ``self.probs``."""

@@ -89,7 +89,8 @@ class RIDHead(Head):
         logits = self.classifier(features).squeeze(-1)  # [P]
         assert augmented.replaced is not None
         labels = augmented.replaced[real].float()  # [P]
-        return F.binary_cross_entropy_with_logits(logits.float(), labels)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
+        return step.global_mean(loss, labels.numel())
 
     def _check(self, augmented: AugmentedBatch, items: Tensor, lengths: Tensor) -> None:
         name = self.config.augmentation.name
