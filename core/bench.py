@@ -35,6 +35,7 @@ from eclsr.errors import EclsrError
 ML1M_SYNTHETIC = "ml-1m-synthetic"
 ML1M_USERS, ML1M_ITEMS = 6040, 3416
 NAMED = ("toys", "sports", "yelp", "ml-1m")
+MALLOCS = ("default", "tuned")
 TUNED_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 
 
@@ -256,8 +257,14 @@ def bench_job(job: Job, options: BenchOptions) -> dict[str, Any]:
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Benchmark every job; returns the JSON document (``models`` holds one dict per recipe)."""
     jobs = make_jobs(options)
-    results = [_run_isolated(job, options) if options.isolate else bench_job(job, options)
-               for job in jobs]  # fmt: skip
+    if not options.isolate:
+        results = [bench_job(job, options) for job in jobs]
+    elif options.malloc == "both":  # default then tuned, per job: a ratio from one run
+        results = [_run_isolated(job, options, malloc) for job in jobs for malloc in MALLOCS]
+        for row, malloc in zip(results, MALLOCS * len(jobs), strict=True):
+            row["model"] += f" ({malloc} malloc)"
+    else:
+        results = [_run_isolated(job, options, options.malloc) for job in jobs]
     for row in results:
         if options.compare_epoch_seconds:
             row["reference_epoch_seconds"] = options.compare_epoch_seconds
@@ -273,12 +280,12 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     }
 
 
-def _run_isolated(job: Job, options: BenchOptions) -> dict[str, Any]:
+def _run_isolated(job: Job, options: BenchOptions, malloc: str) -> dict[str, Any]:
     """Run :func:`bench_job` in a fresh spawned process (own peak RSS, own allocator settings)."""
     saved = os.environ.get("GLIBC_TUNABLES")
-    if options.malloc == "tuned":
+    if malloc == "tuned":
         os.environ["GLIBC_TUNABLES"] = TUNED_MALLOC
-    elif options.malloc == "default":
+    elif malloc == "default":
         os.environ.pop("GLIBC_TUNABLES", None)
     try:
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:

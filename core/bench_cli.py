@@ -38,9 +38,9 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--no-eval", action="store_true", help="skip the evaluation timing")
     bench.add_argument("--in-process", action="store_true",
                        help="run every model in this process (peak RSS then accumulates)")  # fmt: skip
-    bench.add_argument("--malloc", choices=["inherit", "tuned", "default"], default="inherit",
+    bench.add_argument("--malloc", choices=["inherit", "tuned", "default", "both"], default="inherit",
                        help="GLIBC_TUNABLES of the worker: inherited, the tuned setting of "
-                       "docs/performance.md, or unset")  # fmt: skip
+                       "docs/performance.md, unset, or both (each model twice)")  # fmt: skip
     bench.add_argument("--profile", type=int, default=0, metavar="STEPS",
                        help="also profile STEPS steps with torch.profiler (top ops)")  # fmt: skip
     bench.add_argument("--json", type=Path, default=None, metavar="OUT", help="write JSON here")

@@ -105,9 +105,11 @@ def rank_windows(
         ties: tie rule (see the module docstring).
     """
     device = item_vectors.device
+    # Users sorted by history length, so each batch is trimmed to similar lengths (little padding).
+    order = np.argsort(windows.length, kind="stable")
     ranks = []
-    for start in range(0, len(windows.users), batch_size):
-        rows = np.arange(start, min(start + batch_size, len(windows.users)))
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
         history, length = gather(data.items, windows, rows)
         history_t = torch.from_numpy(history).to(device)
         users = user_fn(history_t, torch.from_numpy(length).to(device))  # [B, D]
@@ -118,7 +120,10 @@ def rank_windows(
                 users.float(), item_vectors.float(), targets, excluded, chunk_elements, ties
             ).cpu()
         )
-    return torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
+    result = np.zeros(len(order), dtype=np.int64)
+    if ranks:
+        result[order] = torch.cat(ranks).numpy()
+    return result
 
 
 @torch.no_grad()

@@ -78,7 +78,7 @@ class TrainConfig(_Section):
         "none", description="bf16 autocast (GPU; measured on CPU)."
     )
     compile: bool = Field(False, description="Wrap the encoder in torch.compile.")
-    eval_batch_size: int = Field(1024, ge=1, description="Users per evaluation batch.")
+    eval_batch_size: int = Field(256, ge=1, description="Users per evaluation batch.")
     log_every: int = Field(
         0, ge=0, description="Also log the loss every N steps (0 = per epoch only)."
     )

@@ -24,10 +24,13 @@ from eclsr.report import (
 from eclsr.stats_tests import betainc, paired_tests, per_user_metric, ttest_rel, wilcoxon_normal
 from eclsr.train import run
 
-scipy_stats = pytest.importorskip("scipy.stats")
+
+@pytest.fixture(scope="module")
+def scipy_stats():
+    return pytest.importorskip("scipy.stats")
 
 
-def tiny_recipe(seed: int = 3, name: str = "tiny-report", **data) -> dict:
+def tiny_recipe(seed: int = 3, name: str = "tiny-report", epochs: int = 2, **data) -> dict:
     return {
         "seed": seed,
         "name": name,
@@ -41,7 +44,7 @@ def tiny_recipe(seed: int = 3, name: str = "tiny-report", **data) -> dict:
         "encoder": {"name": "sasrec", "hidden": 16, "layers": 1, "heads": 1, "inner_size": 32},
         "heads": [{"name": "next_item"}, {"name": "infonce", "weight": 0.1, "pooling_k": 2}],
         "train": {
-            "epochs": 2,
+            "epochs": epochs,
             "batch_size": 64,
             "lr": 0.01,
             "monitor": "valid.ndcg@10",
@@ -56,8 +59,8 @@ def runs(tmp_path_factory):
     recipes = {
         "a": tiny_recipe(seed=1),
         "b": tiny_recipe(seed=2),
-        "other": tiny_recipe(seed=1, name="tiny-other"),
-        "longer": tiny_recipe(seed=1, max_len=12),
+        "other": tiny_recipe(seed=1, name="tiny-other", epochs=1),
+        "longer": tiny_recipe(seed=1, epochs=1, max_len=12),
     }
     for key, recipe in recipes.items():
         run(validate_recipe(recipe), root / key, progress=False)
@@ -68,7 +71,7 @@ def runs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("n", [5, 60, 3000])
-def test_fallback_tests_match_scipy(n):
+def test_fallback_tests_match_scipy(n, scipy_stats):
     rng = np.random.default_rng(n)
     a = np.round(rng.random(n), 1)
     b = np.round(np.clip(a + rng.normal(0.03, 0.2, n), 0, 1), 1)  # many ties and zero differences
@@ -94,7 +97,7 @@ def test_betainc_matches_scipy():
         assert betainc(a, b, x) == pytest.approx(special.betainc(a, b, x), rel=1e-9)
 
 
-def test_paired_tests_without_scipy_uses_fallback(monkeypatch):
+def test_paired_tests_without_scipy_uses_fallback(monkeypatch, scipy_stats):
     rng = np.random.default_rng(0)
     a = (rng.random(500) < 0.3).astype(float)
     b = (rng.random(500) < 0.4).astype(float)
@@ -204,7 +207,7 @@ def test_plots_write_pngs(runs, tmp_path, capsys):
 # --------------------------------------------------------------------------- compare
 
 
-def test_compare_runs_pairs_users(runs):
+def test_compare_runs_pairs_users(runs, scipy_stats):
     a, b = load_run(runs["a"]), load_run(runs["b"])
     tests = compare_runs(a, b, ["ndcg@10", "recall@20"])
     assert [t.metric for t in tests] == ["ndcg@10", "recall@20"]
