@@ -87,9 +87,9 @@ def cmd_bench(args: argparse.Namespace, out: Console) -> int:
 def print_report(out: Console, report: dict[str, Any]) -> None:
     """The benchmark table, the epoch-mode notes, reference ratios and any profiles."""
     datasets = ", ".join(sorted({row["dataset"] for row in report["models"]}))
-    table = Table(title=f"eclsr bench: {datasets} (torch {report['torch']})", box=box.SIMPLE)
-    columns = ("model", "D/L", "pos/s", "s/epoch", "s/batch", "eval u/s", "RSS MiB", "GFLOP/s",
-               "MFU")  # fmt: skip
+    title = f"eclsr bench: {datasets} (torch {report['torch']}); * = extrapolated s/ep"
+    table = Table(title=title, box=box.SIMPLE)
+    columns = ("model", "D/L", "pos/s", "s/ep", "s/b", "eval u/s", "RSS MiB", "GF/s", "MFU")
     for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in report["models"]:

@@ -47,15 +47,16 @@ def read_run_file(run_dir: Path, name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def read_results(run_dir: Path) -> dict[str, Any]:
-    """``results.json`` of a finished run."""
+def read_results(run_dir: Path, name: str = rundir.RESULTS) -> dict[str, Any]:
+    """``results.json`` (or another results file ``name``) of a finished run."""
+    path = run_dir / name
     try:
-        value = json.loads(read_run_file(run_dir, rundir.RESULTS))
+        value = json.loads(read_run_file(run_dir, name))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        msg = f"{str(run_dir / rundir.RESULTS)!r} is not valid JSON ({exc}); the run directory is damaged."
+        msg = f"{str(path)!r} is not valid JSON ({exc}); the run directory is damaged."
         raise EclsrError(msg) from None
-    if not isinstance(value, dict) or "test" not in value:
-        msg = f"{str(run_dir / rundir.RESULTS)!r} does not hold eclsr results (no 'test' metrics)."
+    if not isinstance(value, dict) or not isinstance(value.get("test"), dict):
+        msg = f"{str(path)!r} does not hold eclsr results (no 'test' metrics)."
         raise EclsrError(msg)
     return value
 

@@ -265,13 +265,15 @@ def results_table(
     """A markdown table: mean ± std over seeds, one row per recipe name, paper values beside.
 
     Args:
-        run_dirs: finished run directories (or folders holding just their ``results.json``).
+        run_dirs: finished run directories, folders holding just their ``results.json``, or
+            ``results.json`` files (any name).
         paper: recipe name → metric → the paper's value, shown as ``(paper x)``.
         metrics: test metrics to show.
     """
     groups: dict[str, list[dict[str, Any]]] = {}
     for run_dir in run_dirs:
-        results = read_results(Path(run_dir))
+        path = Path(run_dir)
+        results = read_results(path.parent, path.name) if path.is_file() else read_results(path)
         groups.setdefault(str(results.get("recipe")), []).append(results)
     header = ["recipe", "dataset", "seeds", *metrics, "epochs", "s / run", "command"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -220,6 +220,7 @@ def run(
         _rewrite_metrics(writer, state.history)
 
     metric = train_cfg.monitor.split(".", 1)[1]
+    board = _tensorboard(writer) if train_cfg.tensorboard else None
     stages = 2 if train_cfg.schedule.name == "two_stage" else 1
     started = time.perf_counter()
     with _stop_on_signals() as stop:
@@ -266,6 +267,8 @@ def run(
                     writer, state.epoch, _checkpoint(model, optimizer, step_generator, state)
                 )
             _log_epoch(console, record, metric)
+            if board is not None:
+                _log_tensorboard(board, record)
 
     model.load_state_dict(best_state)
     test, test_ranks = evaluate_split(model, data, test_windows, recipe, device)
@@ -388,6 +391,29 @@ def _resume_checkpoint(out_dir: Path | None, recipe: Any) -> dict[str, Any] | No
         msg = f"--resume: the checkpoint in {out_dir} was written by another eclsr version (format {checkpoint.get('format')!r}, expected {CHECKPOINT_FORMAT!r})."
         raise EclsrError(msg)
     return checkpoint
+
+
+def _tensorboard(out_dir: Path | None) -> Any:
+    """A TensorBoard writer under ``run_dir/tb`` (rank 0 only); needs the optional extra."""
+    if out_dir is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        msg = "train.tensorboard = true needs the tensorboard package: pip install 'eclsr[tensorboard]'."
+        raise EclsrError(msg) from None
+    return SummaryWriter(log_dir=str(out_dir / "tb"))
+
+
+def _log_tensorboard(board: Any, record: dict[str, Any]) -> None:
+    """Every loss term, the total and every validation metric of one epoch."""
+    epoch = record["epoch"]
+    board.add_scalar("loss/total", record["loss"], epoch)
+    for name, value in record["losses"].items():
+        board.add_scalar(f"loss/{name}", value, epoch)
+    for name, value in record["valid"].items():
+        board.add_scalar(f"valid/{name}", value, epoch)
+    board.flush()
 
 
 def _rewrite_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:

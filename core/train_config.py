@@ -79,6 +79,10 @@ class TrainConfig(_Section):
     )
     compile: bool = Field(False, description="Wrap the encoder in torch.compile.")
     eval_batch_size: int = Field(256, ge=1, description="Users per evaluation batch.")
+    tensorboard: bool = Field(
+        False,
+        description="Also log every loss term and validation metric to TensorBoard (run_dir/tb).",
+    )
     log_every: int = Field(
         0, ge=0, description="Also log the loss every N steps (0 = per epoch only)."
     )

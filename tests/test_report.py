@@ -298,3 +298,15 @@ def test_run_command_recorded_or_found(tmp_path):
     assert find_recipe_file("custom", recipes) == recipes / "named.toml"
     command = run_command({"recipe": "ecl-sr-toys", "seed": 2}, recipes)
     assert command == f"eclsr run {(recipes / 'ecl-sr' / 'toys.toml').as_posix()} --set seed=2"
+
+
+def test_results_table_reads_bare_results_files(runs, tmp_path):
+    kept = tmp_path / "results"
+    kept.mkdir()
+    for key in ("a", "b"):
+        shutil.copy(runs[key] / "results.json", kept / f"tiny-report-seed{key}.json")
+    from_files = results_table(sorted(kept.iterdir()))
+    assert from_files == results_table([runs["a"], runs["b"]])
+    (kept / "broken.json").write_text("{")
+    with pytest.raises(EclsrError, match="not valid JSON"):
+        results_table([kept / "broken.json"])
