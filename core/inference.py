@@ -171,9 +171,18 @@ def check_same_data(run_dir: Path, data: SequenceDataset) -> None:
 
 
 def load_model(run_dir: Path, recipe: Any, data: SequenceDataset) -> Model:
-    """Build the recipe's model and load ``best.pt`` into it (CPU, eval mode)."""
+    """Build the recipe's model and load ``best.pt`` into it (CPU, eval mode).
+
+    A finished run that trained 0 epochs (the pop baseline) has no ``best.pt``; its model is
+    rebuilt from the recipe's seed exactly as the training loop built it.
+    """
     from eclsr.train import training_item_counts
 
+    with torch.random.fork_rng(devices=[]):  # the same init as eclsr.train.run
+        torch.manual_seed(recipe.seed)
+        model = Model(recipe, data.num_items, training_item_counts(data))
+    if not (run_dir / rundir.BEST).exists() and _trained_epochs(run_dir) == 0:
+        return model.eval()  # epochs = 0 (e.g. pop): the untrained model is what was evaluated
     state = rundir.load_state(run_dir / rundir.BEST)
     weights = state.get("model") if isinstance(state, dict) else None
     if not isinstance(weights, dict):
@@ -182,8 +191,6 @@ def load_model(run_dir: Path, recipe: Any, data: SequenceDataset) -> Model:
         )
         raise EclsrError(msg)
     weights = {key.replace("._orig_mod.", "."): value for key, value in weights.items()}
-    with torch.random.fork_rng(devices=[]):  # building draws an init we overwrite at once
-        model = Model(recipe, data.num_items, training_item_counts(data))
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
@@ -195,6 +202,13 @@ def load_model(run_dir: Path, recipe: Any, data: SequenceDataset) -> Model:
         )
         raise EclsrError(msg) from None
     return model.eval()
+
+
+def _trained_epochs(run_dir: Path) -> int | None:
+    try:
+        return int(json.loads((run_dir / rundir.RESULTS).read_text(encoding="utf-8"))["epochs_run"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass

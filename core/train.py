@@ -189,6 +189,8 @@ def run(
     if train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
     device = resolve_device(train_cfg.device, rank)
+    if train_cfg.tensorboard:
+        _require_tensorboard()  # before anything is written
     checkpoint = _resume_checkpoint(out_dir, recipe) if resume else None
     if writer is not None and checkpoint is None:
         rundir.prepare_run_dir(writer, overwrite)
@@ -397,12 +399,17 @@ def _tensorboard(out_dir: Path | None) -> Any:
     """A TensorBoard writer under ``run_dir/tb`` (rank 0 only); needs the optional extra."""
     if out_dir is None:
         return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        msg = "train.tensorboard = true needs the tensorboard package: pip install 'eclsr[tensorboard]'."
-        raise EclsrError(msg) from None
+    from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(log_dir=str(out_dir / "tb"))
+
+
+def _require_tensorboard() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        msg = "train.tensorboard = true needs the tensorboard package: pip install 'eclsr[tensorboard]'."
+        raise EclsrError(msg)
 
 
 def _log_tensorboard(board: Any, record: dict[str, Any]) -> None:

@@ -89,6 +89,7 @@ def test_tensorboard_logging_or_clear_install_hint(tmp_path):
     if importlib.util.find_spec("tensorboard") is None:
         with pytest.raises(EclsrError, match=r"pip install 'eclsr\[tensorboard\]'"):
             run(recipe, tmp_path / "run", dataset=data, progress=False)
+        assert not (tmp_path / "run").exists()  # nothing written before the error
     else:
         run(recipe, tmp_path / "run", dataset=data, progress=False)
         assert any((tmp_path / "run" / "tb").iterdir())
