@@ -72,6 +72,42 @@ class LeaveOneOut:
         return Windows(keep, end - length, length, self.data.items[end])
 
 
+@dataclass(frozen=True)
+class TimeSplit:
+    """Global time split: per user, items before ``p0`` train, the first item in ``[p0, p1)`` is the
+    validation target and the first item from ``p1`` on is the test target (each with its whole
+    earlier history, cut to ``max_len``). ``split_points`` come from the data layer's time cut-offs.
+    """
+
+    data: SequenceDataset
+    max_len: int
+
+    def train(self) -> Windows:
+        """Inputs ``s[:p0-1]`` predicting ``s[1:p0]`` (users with >= 2 training items)."""
+        p0 = self.data.split_points[:, 0]
+        keep = np.flatnonzero(p0 >= 2)
+        length = np.minimum(p0[keep] - 1, self.max_len)
+        start = self.data.offsets[keep] + p0[keep] - 1 - length
+        return Windows(keep, start, length, np.ones_like(keep))
+
+    def evaluation(self, which: str) -> Windows:
+        """The first validation (``"valid"``) or test (``"test"``) item of each user that has one."""
+        points = self.data.split_points
+        cut = points[:, 0] if which == "valid" else points[:, 1]
+        end = points[:, 1] if which == "valid" else self.data.lengths
+        keep = np.flatnonzero((cut < end) & (cut >= 1))
+        length = np.minimum(cut[keep], self.max_len)
+        target = self.data.offsets[keep] + cut[keep]
+        return Windows(keep, target - length, length, self.data.items[target])
+
+
+def make_split(data: SequenceDataset, max_len: int) -> LeaveOneOut | TimeSplit:
+    """The split the data carries: a time split when it has split points, else leave-one-out."""
+    if getattr(data, "split_points", None) is not None:
+        return TimeSplit(data, max_len)
+    return LeaveOneOut(data, max_len)
+
+
 def gather(
     items: np.ndarray, windows: Windows, rows: np.ndarray, shift: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:

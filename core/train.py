@@ -26,7 +26,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eclsr import rundir
-from eclsr.batching import LeaveOneOut, Windows, epoch_order, make_batch, positions_per_epoch
+from eclsr.batching import (
+    LeaveOneOut,
+    TimeSplit,
+    Windows,
+    epoch_order,
+    make_batch,
+    make_split,
+    positions_per_epoch,
+)
 from eclsr.checkpoint import load_latest_checkpoint, save_checkpoint
 from eclsr.dataset import SequenceDataset
 from eclsr.distributed import gather_arrays, shard_windows, world
@@ -105,7 +113,13 @@ def make_optimizer(model: Model, train: Any) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
 
 
-def protocol(recipe: Any, data: SequenceDataset, split: LeaveOneOut) -> dict[str, Any]:
+SPLIT_TEXT = {
+    "LeaveOneOut": "leave_one_out (test = last item, valid = second last; test history includes valid item)",
+    "TimeSplit": "time (train = before the first cut-off; valid/test = each user's first item after each cut-off, with its full earlier history)",
+}
+
+
+def protocol(recipe: Any, data: SequenceDataset, split: LeaveOneOut | TimeSplit) -> dict[str, Any]:
     """Everything that decides what a metric means, recorded with every result."""
     return {
         "dataset": data.name,
@@ -113,7 +127,7 @@ def protocol(recipe: Any, data: SequenceDataset, split: LeaveOneOut) -> dict[str
         "preprocessing": data.protocol,
         "users": data.num_users,
         "items": data.num_items,
-        "split": "leave_one_out (test = last item, valid = second last; test history includes valid item)",
+        "split": SPLIT_TEXT[type(split).__name__],
         "max_len": split.max_len,
         "ranking": "full (all items; padding never ranked)",
         "exclude_seen": recipe.eval.exclude_seen,
@@ -195,7 +209,7 @@ def run(
     if writer is not None and checkpoint is None:
         rundir.prepare_run_dir(writer, overwrite)
     data = dataset if dataset is not None else load_data(recipe)
-    split = LeaveOneOut(data, recipe.data.max_len)
+    split = make_split(data, recipe.data.max_len)
     train_windows, valid_windows, test_windows = (
         split.train(),
         split.evaluation("valid"),
