@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -185,6 +186,7 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         overwrite=args.overwrite,
         resume=args.resume,
         progress=not args.no_progress and sys.stderr.isatty(),
+        command=shlex.join(["eclsr", *sys.argv[1:]]),
     )
     if rank == 0:
         print_results(out, result.results, out_dir)

@@ -400,14 +400,15 @@ def evaluate_run(
     ``device`` defaults to the device the run recorded when it is available here, else CPU
     (then metrics may differ from ``results.json`` in the last digits).
     """
-    from eclsr.batching import LeaveOneOut
+    from eclsr import batching
     from eclsr.train import evaluate_split
 
     path = Path(run_dir)
     results = read_results(path)
     target = torch.device(device or _recorded_device(results))
     rec = Recommender.from_run(path, device=target, plugin_files=plugin_files)
-    windows = LeaveOneOut(rec.data, rec.max_len).evaluation(split)
+    make_split = getattr(batching, "make_split", batching.LeaveOneOut)  # the split training used
+    windows = make_split(rec.data, rec.max_len).evaluation(split)
     metrics, ranks = evaluate_split(rec.model, rec.data, windows, rec.recipe, target)
     saved_ranks = _saved_ranks(path, split)
     return Evaluation(split, metrics, results.get(split, {}), ranks, saved_ranks, str(target))

@@ -38,6 +38,11 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         msg = f"{file}: not valid {file.suffix.lstrip('.').upper()}: {exc}"
         raise RecipeError(msg) from None
+    except RecursionError:
+        msg = (
+            f"{file}: nested too deeply to be a recipe. Check the file's brackets and indentation."
+        )
+        raise RecipeError(msg) from None
     if not isinstance(data, dict):
         msg = (
             f"{file}: a recipe must be a table/mapping at the top level, got {type(data).__name__}."
@@ -127,7 +132,8 @@ def validate_recipe(
 
     Plugin files named in ``plugins`` are loaded first so their components are valid.
     """
-    for plugin in data.get("plugins", []) or []:
+    plugins = data.get("plugins")
+    for plugin in plugins if isinstance(plugins, list) else []:  # a wrong type is reported below
         if isinstance(plugin, str):
             load_plugin_file(Path(base_dir or ".") / plugin)
     regs = collect_registries()

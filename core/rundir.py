@@ -22,6 +22,17 @@ METRICS = "metrics.jsonl"
 RECIPE = "recipe.yaml"
 PLUGINS = "plugins.json"
 BEST = "best.pt"
+#: Files a run writes; --overwrite removes these (and nothing else) from a reused directory.
+OWNED_FILES = (
+    RESULTS,
+    METRICS,
+    RECIPE,
+    PLUGINS,
+    BEST,
+    "ranks.npz",
+    "checkpoint-*.pt",
+    "checkpoints.json",
+)
 
 
 def default_run_dir(recipe_name: str) -> Path:
@@ -32,14 +43,22 @@ def default_run_dir(recipe_name: str) -> Path:
 
 def prepare_run_dir(path: Path, overwrite: bool) -> Path:
     """Create ``path``; refuse to reuse a non-empty directory unless ``overwrite``."""
+    check_run_dir(path, overwrite)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in OWNED_FILES:  # --overwrite: a previous run's files must not mix with this one's
+        for file in path.glob(stale):
+            file.unlink()
+    return path
+
+
+def check_run_dir(path: Path, overwrite: bool) -> None:
+    """Raise if ``path`` cannot be used as a new run directory (nothing is created)."""
     if path.exists() and not path.is_dir():
         msg = f"--out {str(path)!r} is a file, not a directory. Choose another path."
         raise EclsrError(msg)
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         msg = f"run directory {str(path)!r} already holds files. Choose another --out, or pass --overwrite to replace them."
         raise EclsrError(msg)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:

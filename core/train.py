@@ -184,6 +184,7 @@ def run(
     resume: bool = False,
     console: Console | None = None,
     progress: bool = True,
+    command: str | None = None,
 ) -> RunResult:
     """Train and evaluate the model a validated recipe describes.
 
@@ -195,6 +196,7 @@ def run(
         resume: continue the run in ``out_dir`` from its newest good checkpoint.
         console: where progress and epoch lines go (default: stderr).
         progress: show a live progress bar.
+        command: the command line that started the run, recorded in ``results.json``.
     """
     console = console or Console(stderr=True, soft_wrap=True)
     train_cfg = recipe.train
@@ -207,7 +209,7 @@ def run(
         _require_tensorboard()  # before anything is written
     checkpoint = _resume_checkpoint(out_dir, recipe) if resume else None
     if writer is not None and checkpoint is None:
-        rundir.prepare_run_dir(writer, overwrite)
+        rundir.check_run_dir(writer, overwrite)  # fail before the (slow) data load
     data = dataset if dataset is not None else load_data(recipe)
     split = make_split(data, recipe.data.max_len)
     train_windows, valid_windows, test_windows = (
@@ -232,6 +234,8 @@ def run(
         best_state = _restore(checkpoint, out_dir, model, optimizer, step_generator, state)
         console.print(f"resuming {out_dir} at epoch {state.epoch} (stage {state.stage})")
     if writer is not None:
+        if checkpoint is None:
+            rundir.prepare_run_dir(writer, overwrite)
         _write_preamble(writer, recipe)
         _rewrite_metrics(writer, state.history)
 
@@ -305,7 +309,11 @@ def run(
         "world_size": world_size,
         "protocol": protocol(recipe, data, split),
     }
+    if command is not None:
+        results["command"] = command
     if writer is not None:
+        if not (writer / rundir.BEST).is_file():  # no epoch ran (e.g. popularity): save the weights
+            rundir.save_state(writer / rundir.BEST, {"model": best_state, "epoch": -1})
         np.savez_compressed(
             writer / "ranks.npz", users=test_windows.users, test=test_ranks, valid=valid_ranks
         )

@@ -369,9 +369,6 @@ def test_run_on_random_data_never_leaves_results_behind(root, lines, k_core, sho
 
 # --------------------------------------------------------------------------- hand-written cases
 
-CRASH_PLUGINS = "core/recipe.py validate_recipe iterates a non-list `plugins` value (TypeError)"
-CRASH_DEPTH = "core/recipe.py read_recipe_file does not catch RecursionError from tomllib / yaml"
-
 
 @pytest.mark.parametrize(
     ("name", "text"),
@@ -400,25 +397,21 @@ CRASH_DEPTH = "core/recipe.py read_recipe_file does not catch RecursionError fro
             "plugins-str.toml",
             'plugins = "x"\nencoder = { name = "sasrec" }\n[[heads]]\nname = "next_item"\n',
         ),
-        pytest.param(
+        (
             "plugins-int.toml",
             "plugins = 5\n",
-            marks=pytest.mark.xfail(strict=True, reason=CRASH_PLUGINS),
         ),
-        pytest.param(
+        (
             "plugins-bool.yaml",
             "plugins: true\n",
-            marks=pytest.mark.xfail(strict=True, reason=CRASH_PLUGINS),
         ),
-        pytest.param(
+        (
             "deep.toml",
             "a = " + "[" * 3000 + "]" * 3000 + "\n",
-            marks=pytest.mark.xfail(strict=True, reason=CRASH_DEPTH),
         ),
-        pytest.param(
+        (
             "deep.yaml",
             "a: " + "[" * 3000 + "]" * 3000 + "\n",
-            marks=pytest.mark.xfail(strict=True, reason=CRASH_DEPTH),
         ),
     ],
 )
@@ -429,9 +422,6 @@ def test_hand_written_bad_recipes(tmp_path, name, text):
     assert not (tmp_path / "pwned").exists()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="core/train.py run() creates the run directory before the data loads"
-)
 def test_run_with_missing_data_leaves_no_directory(tmp_path):
     recipe = base()
     recipe["data"] = {"dataset": str(tmp_path / "missing.txt")}
