@@ -319,8 +319,10 @@ def train_and_time(
     for rows in orders[0][: options.warmup]:
         loop.step(rows)
     full = options.max_batches is None or options.max_batches >= len(orders[0])
-    timed = [rows for order in orders for rows in order] if full else orders[0][options.warmup :]
-    timed = timed if full else (timed or orders[0])[: options.max_batches]
+    if full:  # every batch of options.epochs epochs
+        timed = [rows for order in orders for rows in order]
+    else:  # max_batches steady-state batches of epoch 0, after the warm-up ones
+        timed = (orders[0][options.warmup :] or orders[0])[: options.max_batches]
     seconds = [loop.step(rows) for rows in timed]
     out = {
         "train": _train_section(recipe, data, windows, orders[0], timed, seconds, full, peak_gflops)

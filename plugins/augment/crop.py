@@ -22,8 +22,7 @@ from eclsr import (
     hookimpl,
     real_mask,
 )
-
-FLOOR_SLACK = 1e-9  # so floor(0.29 * 100) is 29, not 28, despite float rounding
+from eclsr.sampling import randint_below, window_length
 
 
 class CropConfig(InvasiveAugmentationConfig):
@@ -65,19 +64,6 @@ class Crop(InvasiveAugmentation):
         index = (start.unsqueeze(1) + offsets).clamp(max=items.size(1) - 1)  # [B, T']
         cropped = items.gather(1, index).masked_fill(~real_mask(keep, width), 0)  # [B, T']
         return AugmentedBatch(cropped, keep, None)
-
-
-def window_length(lengths: Tensor, ratio: float) -> Tensor:
-    """``[B]`` window sizes ``max(1, floor(ratio·n))``."""
-    size = torch.floor(lengths.double() * ratio + FLOOR_SLACK).long()
-    return size.clamp(min=1)
-
-
-def randint_below(generator: torch.Generator, upper: Tensor) -> Tensor:
-    """Uniform integers in ``[0, upper)`` elementwise (every ``upper >= 1``) from ``generator``."""
-    u = torch.rand(upper.shape, generator=generator, device=generator.device, dtype=torch.float64)
-    value = (u.to(upper.device) * upper).long()
-    return torch.minimum(value, upper - 1)
 
 
 @hookimpl

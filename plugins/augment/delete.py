@@ -18,6 +18,7 @@ from eclsr import (
     hookimpl,
     real_mask,
 )
+from eclsr.sampling import randint_below
 
 
 class DeleteConfig(InvasiveAugmentationConfig):
@@ -62,13 +63,6 @@ class Delete(InvasiveAugmentation):
         new_lengths = lengths - allowed.squeeze(1).long()  # [B]
         kept = items.gather(1, index).masked_fill(~real_mask(new_lengths, width), 0)  # [B, T]
         return kept, new_lengths
-
-
-def randint_below(generator: torch.Generator, upper: Tensor) -> Tensor:
-    """Uniform integers in ``[0, upper)`` elementwise (every ``upper >= 1``) from ``generator``."""
-    u = torch.rand(upper.shape, generator=generator, device=generator.device, dtype=torch.float64)
-    value = (u.to(upper.device) * upper).long()
-    return torch.minimum(value, upper - 1)
 
 
 @hookimpl

@@ -24,6 +24,7 @@ from eclsr import (
     hookimpl,
     real_mask,
 )
+from eclsr.sampling import randint_below
 
 
 class InsertConfig(InvasiveAugmentationConfig):
@@ -96,13 +97,6 @@ def _keep_recent(items: Tensor, lengths: Tensor, max_len: int) -> tuple[Tensor, 
     lengths = lengths.clamp(max=max_len)
     width = int(lengths.max())
     return shifted.masked_fill(~real_mask(lengths, items.size(1)), 0)[:, :width], lengths
-
-
-def randint_below(generator: torch.Generator, upper: Tensor) -> Tensor:
-    """Uniform integers in ``[0, upper)`` elementwise (every ``upper >= 1``) from ``generator``."""
-    u = torch.rand(upper.shape, generator=generator, device=generator.device, dtype=torch.float64)
-    value = (u.to(upper.device) * upper).long()
-    return torch.minimum(value, upper - 1)
 
 
 @hookimpl
