@@ -17,6 +17,7 @@ positions count as tokens, so the FLOPs spent on padding are waste, not model FL
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import time
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from eclsr.allocator import tune_allocator
 from eclsr.errors import EclsrError
 
 ML1M_SYNTHETIC = "ml-1m-synthetic"
@@ -236,10 +238,11 @@ def bench_job(job: Job, options: BenchOptions) -> dict[str, Any]:
     """Measure one recipe (runs inside the worker process when isolated)."""
     from eclsr.recipe import validate_recipe
 
-    peak = matmul_gflops()
     recipe = validate_recipe(job.recipe, source=job.source or job.label)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
+    allocator_tuned = recipe.train.tune_allocator and tune_allocator()
+    peak = matmul_gflops()  # with the threads the model trains with
     data = load_job_data(recipe, job.dataset)
     result: dict[str, Any] = {
         "model": job.label, "recipe": job.source, "dataset": job.dataset,
@@ -247,6 +250,7 @@ def bench_job(job: Job, options: BenchOptions) -> dict[str, Any]:
         "hidden": recipe.encoder.hidden_size(), "amp": recipe.train.amp,
         "threads": torch.get_num_threads(), "matmul_gflops": peak,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "allocator_tuned_by_mallopt": allocator_tuned,
         "rss_after_data_mib": peak_rss_mib(),
     }  # fmt: skip
     result |= train_and_time(recipe, data, options, peak["peak"])
@@ -280,8 +284,19 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     }
 
 
+def _with_train(recipe: dict[str, Any], **train: Any) -> dict[str, Any]:
+    """A copy of a recipe dict with ``train`` keys replaced."""
+    return {**recipe, "train": {**recipe.get("train", {}), **train}}
+
+
 def _run_isolated(job: Job, options: BenchOptions, malloc: str) -> dict[str, Any]:
-    """Run :func:`bench_job` in a fresh spawned process (own peak RSS, own allocator settings)."""
+    """Run :func:`bench_job` in a fresh spawned process (own peak RSS, own allocator settings).
+
+    ``default`` also switches off the engine's own start-up tuning (``train.tune_allocator``), so
+    the pair measures glibc's defaults against the tuned allocator.
+    """
+    if malloc == "default":
+        job = dataclasses.replace(job, recipe=_with_train(job.recipe, tune_allocator=False))
     saved = os.environ.get("GLIBC_TUNABLES")
     if malloc == "tuned":
         os.environ["GLIBC_TUNABLES"] = TUNED_MALLOC
@@ -336,7 +351,7 @@ def train_and_time(
 
 
 class _Loop:
-    """The training loop's step (``eclsr.train.train_one_epoch``'s body), one batch at a time."""
+    """The training loop's own ``train_step``, timed one batch at a time."""
 
     def __init__(
         self, model: Any, optimizer: Any, recipe: Any, data: Any, windows: Any, device: Any
@@ -349,24 +364,16 @@ class _Loop:
     def step(self, rows: np.ndarray) -> float:
         """Run one optimisation step on window ``rows``; return its wall seconds."""
         from eclsr.batching import make_batch
-        from eclsr.model import total_loss
         from eclsr.step import Step
+        from eclsr.train import train_step
 
-        train, model = self.recipe.train, self.model
+        model = self.model
         _sync(self.device)
         start = time.perf_counter()
         batch = make_batch(self.data, self.windows, rows).to(self.device)
         step = Step(batch, model.encoder, model.item_embedding, model.num_items, self.generator,
                     services=model.services)  # fmt: skip
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=train.amp == "bf16"):
-            losses = model.losses(step)
-        loss = total_loss(losses)
-        self.optimizer.zero_grad(set_to_none=True)
-        if loss.requires_grad:
-            loss.backward()
-            if train.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-            self.optimizer.step()
+        _, loss = train_step(model, model, self.optimizer, step, frozenset(), self.recipe.train)
         float(loss.detach())  # the loop reads every loss back (a sync on GPU)
         _sync(self.device)
         return time.perf_counter() - start
@@ -414,8 +421,9 @@ def _train_section(
         "model_gflop_per_epoch": round(sum(epoch_flops) / 1e9, 1)  # type: ignore[arg-type]
         if None not in epoch_flops
         else None,
+        "model_flops_per_second": model_flops_per_s,
         "model_gflops": round(model_flops_per_s / 1e9, 2) if model_flops_per_s else None,
-        "mfu": round(model_flops_per_s / (peak_gflops * 1e9), 4) if model_flops_per_s else None,
+        "mfu": round(model_flops_per_s / (peak_gflops * 1e9), 6) if model_flops_per_s else None,
     }
 
 

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eclsr import rundir
+from eclsr.allocator import tune_allocator
 from eclsr.batching import (
     LeaveOneOut,
     TimeSplit,
@@ -204,6 +205,8 @@ def run(
     writer = out_dir if rank == 0 else None
     if train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
+    if train_cfg.tune_allocator:
+        tune_allocator()
     device = resolve_device(train_cfg.device, rank)
     if train_cfg.tensorboard:
         _require_tensorboard()  # before anything is written
@@ -538,28 +541,11 @@ def train_one_epoch(
                 raise StopRequested(msg)
             batch = make_batch(data, windows, shard.take(rows)).to(device)
             step = Step(
-                batch,
-                model.encoder,
-                model.item_embedding,
-                model.num_items,
-                generator,
-                epoch=epoch,
-                stage=state.stage,
-                generator_frozen=frozen,
-                services=model.services,
-                rank=shard.rank,
-                world_size=shard.world_size,
-            )
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=train_cfg.amp == "bf16"):
-                losses = trainer(step, state.dropped)
-            loss = total_loss(losses)
-            _check_finite(losses, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            if loss.requires_grad:
-                loss.backward()
-                if train_cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-                optimizer.step()
+                batch, model.encoder, model.item_embedding, model.num_items, generator,
+                epoch=epoch, stage=state.stage, generator_frozen=frozen, services=model.services,
+                rank=shard.rank, world_size=shard.world_size,
+            )  # fmt: skip
+            losses, loss = train_step(trainer, model, optimizer, step, state.dropped, train_cfg)
             for name, (_, value) in losses.items():
                 sums[name] += float(value.detach())
             sums["total"] += float(loss.detach())
@@ -574,6 +560,29 @@ def train_one_epoch(
         "train_seconds": round(seconds, 3),
         "positions_per_second": round(positions_per_epoch(windows) / max(seconds, 1e-9), 1),
     }
+
+
+def train_step(
+    trainer: torch.nn.Module,
+    model: Model,
+    optimizer: torch.optim.Optimizer,
+    step: Step,
+    dropped: frozenset[str],
+    train_cfg: Any,
+) -> tuple[dict[str, tuple[float, torch.Tensor]], torch.Tensor]:
+    """One optimisation step: losses, finiteness check, backward, clipping, update."""
+    device_type = step.batch.items.device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=train_cfg.amp == "bf16"):
+        losses = trainer(step, dropped)
+    loss = total_loss(losses)
+    _check_finite(losses, step.epoch)
+    optimizer.zero_grad(set_to_none=True)
+    if loss.requires_grad:
+        loss.backward()
+        if train_cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        optimizer.step()
+    return losses, loss
 
 
 def _check_finite(losses: dict[str, tuple[float, torch.Tensor]], epoch: int) -> None:

@@ -79,6 +79,10 @@ class TrainConfig(_Section):
     )
     compile: bool = Field(False, description="Wrap the encoder in torch.compile.")
     eval_batch_size: int = Field(256, ge=1, description="Users per evaluation batch.")
+    tune_allocator: bool = Field(
+        True,
+        description="Stop glibc returning big blocks to the kernel every step (faster, ~10% more RSS).",
+    )
     tensorboard: bool = Field(
         False,
         description="Also log every loss term and validation metric to TensorBoard (run_dir/tb).",

@@ -71,7 +71,7 @@ def test_bench_writes_json_with_every_key(tmp_path):
     train = row["train"]
     assert train["epoch_mode"] == "extrapolated" and train["batches_timed"] == 1
     assert train["batches_per_epoch"] == 3  # 40 users, all >= 4 items, batches of 16
-    for key in ("positions_per_second", "seconds_per_epoch", "model_gflops", "mfu"):
+    for key in ("positions_per_second", "seconds_per_epoch", "model_flops_per_second", "mfu"):
         assert train[key] > 0, key
     assert row["eval"]["users"] == 40 and row["eval"]["users_per_second"] > 0
     assert row["peak_rss_mib"] > 0 and row["matmul_gflops"]["peak"] > 0
