@@ -36,3 +36,17 @@ def test_empty_positions_give_zero_loss_with_grad():
     loss = full_softmax_cross_entropy(h, w, torch.zeros(0, dtype=torch.long))
     loss.backward()
     assert float(loss.detach()) == 0.0 and w.grad is not None
+
+
+def test_fast_dropout_statistics_and_eval_identity():
+    from eclsr.layers import FastDropout
+
+    layer = FastDropout(0.25)
+    x = torch.ones(200_000)
+    torch.manual_seed(0)
+    y = layer(x)
+    kept = (y != 0).float().mean().item()
+    assert abs(kept - 0.75) < 0.01
+    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / 0.75))
+    layer.eval()
+    assert layer(x) is x

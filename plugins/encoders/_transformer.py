@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from eclsr import BuildContext, EclsrError, Encoder, EncoderConfig, real_mask
+from eclsr.layers import FastDropout
 
 
 def divisibility_message(hidden: int, heads: int) -> str:
@@ -68,7 +69,7 @@ class TransformerBlock(nn.Module):
             nn.Linear(hidden, config.inner_size), nn.GELU(), nn.Linear(config.inner_size, hidden)
         )
         self.norm2 = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = FastDropout(config.dropout)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None, causal: bool) -> Tensor:
         """``[B, T, D]`` → ``[B, T, D]``; ``attn_mask`` is boolean ``[B, 1, 1, T]`` (True = attend)."""
@@ -112,7 +113,7 @@ class TransformerEncoder(Encoder):
         self._shared: tuple[nn.Embedding] = (ctx.item_embedding,)
         self.position_embedding = nn.Embedding(ctx.max_len, hidden)
         self.norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = FastDropout(config.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(hidden, config) for _ in range(config.layers))
         self.apply(init_weights)
 
