@@ -8,8 +8,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from eclsr.batching import Windows
-
 
 def maybe_init_distributed() -> int:
     """Join the process group when launched by torchrun; return this process's rank (0 alone)."""
@@ -28,16 +26,8 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def shard_windows(windows: Windows, rank: int, world_size: int) -> Windows:
-    """This rank's contiguous slice of the evaluation users."""
-    part = np.array_split(np.arange(len(windows.users)), world_size)[rank]
-    return Windows(
-        windows.users[part], windows.start[part], windows.length[part], windows.target[part]
-    )
-
-
-def gather_arrays(local: np.ndarray) -> np.ndarray:
-    """Concatenate every rank's array in rank order (exact: no reduction arithmetic)."""
-    parts: list[np.ndarray | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, local)
-    return np.concatenate([p for p in parts if p is not None])
+def sum_over_ranks(local: np.ndarray) -> np.ndarray:
+    """Element-wise sum of every rank's int64 array (exact: the shards are disjoint)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(local, dtype=np.int64))
+    dist.all_reduce(tensor)
+    return tensor.numpy()

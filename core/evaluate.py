@@ -91,6 +91,7 @@ def rank_windows(
     exclude_seen: bool,
     chunk_elements: int,
     ties: str = "strict",
+    shard: tuple[int, int] = (0, 1),
 ) -> np.ndarray:
     """Target rank of every user in ``windows`` (``[U']`` int64).
 
@@ -103,13 +104,18 @@ def rank_windows(
         exclude_seen: drop history items from the ranking (never the target).
         chunk_elements: most scores held at once.
         ties: tie rule (see the module docstring).
+        shard: ``(rank, world_size)``: score only every world_size-th batch, starting at rank;
+            other users' ranks are 0. Batches are the same as in a single process, so summing
+            the shards' arrays gives bit-identical ranks.
     """
     device = item_vectors.device
     # Users sorted by history length, so each batch is trimmed to similar lengths (little padding).
     order = np.argsort(windows.length, kind="stable")
-    ranks = []
-    for start in range(0, len(order), batch_size):
+    ranks, scored = [], []
+    rank, world_size = shard
+    for start in range(rank * batch_size, len(order), world_size * batch_size):
         rows = order[start : start + batch_size]
+        scored.append(rows)
         history, length = gather(data.items, windows, rows)
         history_t = torch.from_numpy(history).to(device)
         users = user_fn(history_t, torch.from_numpy(length).to(device))  # [B, D]
@@ -122,7 +128,7 @@ def rank_windows(
         )
     result = np.zeros(len(order), dtype=np.int64)
     if ranks:
-        result[order] = torch.cat(ranks).numpy()
+        result[np.concatenate(scored)] = torch.cat(ranks).numpy()
     return result
 
 
@@ -135,6 +141,7 @@ def rank_all(
     exclude_seen: bool,
     chunk_elements: int,
     ties: str = "strict",
+    shard: tuple[int, int] = (0, 1),
 ) -> np.ndarray:
     """Target rank of every user in ``windows`` under ``model``'s UBE (eval mode)."""
     was_training = model.training
@@ -151,6 +158,7 @@ def rank_all(
             exclude_seen,
             chunk_elements,
             ties,
+            shard,
         )
     finally:
         model.train(was_training)

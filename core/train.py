@@ -38,7 +38,7 @@ from eclsr.batching import (
 )
 from eclsr.checkpoint import load_latest_checkpoint, save_checkpoint
 from eclsr.dataset import SequenceDataset
-from eclsr.distributed import gather_arrays, shard_windows, world
+from eclsr.distributed import sum_over_ranks, world
 from eclsr.errors import EclsrError
 from eclsr.evaluate import TIE_RULES, metrics_from_ranks, popularity_ranks, rank_all
 from eclsr.model import Model, total_loss
@@ -143,8 +143,6 @@ def evaluate_split(
 ) -> tuple[dict[str, float], np.ndarray]:
     """Metrics and per-user ranks on one split (sharded over ranks under torchrun, then gathered)."""
     rank, world_size = world()
-    if world_size > 1:
-        windows = shard_windows(windows, rank, world_size)
     ranks = rank_all(
         model,
         data,
@@ -153,9 +151,10 @@ def evaluate_split(
         recipe.eval.exclude_seen,
         recipe.eval.chunk_elements,
         recipe.eval.ties,
+        (rank, world_size),
     )
     if world_size > 1:
-        ranks = gather_arrays(ranks)
+        ranks = sum_over_ranks(ranks)
     return metrics_from_ranks(ranks, recipe.eval.ks), ranks
 
 

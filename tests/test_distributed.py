@@ -91,7 +91,9 @@ def test_sharded_evaluation_is_exact(runs):
     model = Model(recipe, data.num_items, training_item_counts(data))
     model.load_state_dict(torch.load(double / "checkpoint-00002.pt", weights_only=True)["model"])
     windows = LeaveOneOut(data, recipe.data.max_len).evaluation("valid")
-    ranks = rank_all(model, data, windows, 97, False, 1 << 20)
+    ranks = rank_all(
+        model, data, windows, recipe.train.eval_batch_size, False, recipe.eval.chunk_elements
+    )
     last = json.loads((double / "metrics.jsonl").read_text().splitlines()[-1])
     assert metrics_from_ranks(ranks, recipe.eval.ks) == last["valid"]
     results = json.loads((double / "results.json").read_text())
