@@ -13,9 +13,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from eclsr.errors import EclsrError, RecipeError
+from eclsr.errors import EclsrError, RecipeError, RunInterrupted
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM: stopped cleanly, resumable
 
 
 class _Parser(argparse.ArgumentParser):
@@ -273,10 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         _print_error(err, exc)
-        return EXIT_USAGE
+        return EXIT_INTERRUPTED if isinstance(exc, RunInterrupted) else EXIT_USAGE
     except KeyboardInterrupt:
         err.print("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _print_error(err: Console, exc: EclsrError) -> None:

@@ -33,3 +33,7 @@ class RecipeError(EclsrError):
 
 class DataError(EclsrError):
     """A data file is missing or malformed."""
+
+
+class RunInterrupted(EclsrError):
+    """SIGINT/SIGTERM arrived: the run stopped after its last epoch checkpoint (resumable)."""

@@ -39,7 +39,7 @@ from eclsr.batching import (
 from eclsr.checkpoint import load_latest_checkpoint, save_checkpoint
 from eclsr.dataset import SequenceDataset
 from eclsr.distributed import sum_over_ranks, world
-from eclsr.errors import EclsrError
+from eclsr.errors import EclsrError, RunInterrupted
 from eclsr.evaluate import TIE_RULES, metrics_from_ranks, popularity_ranks, rank_all
 from eclsr.model import Model, total_loss
 from eclsr.step import Step
@@ -169,10 +169,6 @@ class TrainState:
     stopper: EarlyStopping = field(default_factory=lambda: EarlyStopping(10))
     best_valid: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-class StopRequested(EclsrError):
-    """SIGINT/SIGTERM arrived: the run stopped after its last checkpoint."""
 
 
 def run(
@@ -537,7 +533,7 @@ def train_one_epoch(
         for rows in order:
             if stop is not None and stop.is_set():
                 msg = f"interrupted during epoch {epoch}; the run directory keeps its last epoch checkpoint. Continue with --resume."
-                raise StopRequested(msg)
+                raise RunInterrupted(msg)
             batch = make_batch(data, windows, shard.take(rows)).to(device)
             step = Step(
                 batch, model.encoder, model.item_embedding, model.num_items, generator,

@@ -168,3 +168,34 @@ def test_existing_run_dir_is_not_overwritten(reference, tmp_path):
     proc = subprocess.run(_cmd(recipe, ref), capture_output=True, text=True, env=_env(tmp_path))
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
     assert (ref / "results.json").read_bytes() == before
+
+
+def test_sigterm_stops_cleanly_and_the_run_resumes_identically(reference, tmp_path):
+    recipe, ref = reference
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen(
+        _cmd(recipe, out),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path),
+    )
+    deadline = time.time() + 300
+    while not (out / "checkpoint-00001.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, (
+            "training ended before it could be stopped"
+        )
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted during epoch" in err and "--resume" in err and "Traceback" not in err
+    resumed = subprocess.run(
+        _cmd(recipe, out, "--resume"),
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _comparable(out) == _comparable(ref)
