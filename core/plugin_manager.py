@@ -14,7 +14,7 @@ import importlib.util
 import os
 import pkgutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -50,6 +50,8 @@ class Registries:
     invasive: Registry
     heads: Registry
     readers: Registry
+    #: The recipe model built from these registries (see :func:`eclsr.schema.recipe_model`).
+    recipe_model: type | None = field(default=None, repr=False)
 
     def all(self) -> list[Registry]:
         """The registries in display order."""

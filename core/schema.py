@@ -69,8 +69,6 @@ def build_recipe_model(regs: Registries) -> type[BaseModel]:
 
 def recipe_model(regs: Registries) -> type[BaseModel]:
     """The recipe model for ``regs``, built once per registries object."""
-    model = regs.__dict__.get("_recipe_model")
-    if model is None:
-        model = build_recipe_model(regs)
-        regs.__dict__["_recipe_model"] = model
-    return model
+    if regs.recipe_model is None:
+        regs.recipe_model = build_recipe_model(regs)
+    return regs.recipe_model

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import os
 import signal
 import threading
@@ -36,15 +35,20 @@ from eclsr.batching import (
     make_split,
     positions_per_epoch,
 )
-from eclsr.checkpoint import load_latest_checkpoint, save_checkpoint
+from eclsr.checkpoint import (
+    EarlyStopping,
+    TrainState,
+    checkpoint_state,
+    restore_state,
+    resume_checkpoint,
+    save_checkpoint,
+)
 from eclsr.dataset import SequenceDataset
 from eclsr.distributed import sum_over_ranks, world
 from eclsr.errors import EclsrError, RunInterrupted
 from eclsr.evaluate import TIE_RULES, metrics_from_ranks, popularity_ranks, rank_all
 from eclsr.model import Model, total_loss
 from eclsr.step import Step
-
-CHECKPOINT_FORMAT = "eclsr-checkpoint-1"
 
 
 @dataclass
@@ -55,29 +59,6 @@ class RunResult:
     model: Model
     run_dir: Path | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class EarlyStopping:
-    """Tracks the best value of the monitored metric and the epochs since it improved."""
-
-    patience: int
-    best: float = -math.inf
-    best_epoch: int = -1
-    bad_epochs: int = 0
-
-    def update(self, value: float, epoch: int) -> bool:
-        """Record ``value``; return True if it is a new best."""
-        if value > self.best:
-            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
-            return True
-        self.bad_epochs += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        """True once ``patience`` epochs passed without improvement."""
-        return self.bad_epochs >= self.patience
 
 
 def resolve_device(name: str, rank: int = 0) -> torch.device:
@@ -158,19 +139,6 @@ def evaluate_split(
     return metrics_from_ranks(ranks, recipe.eval.ks), ranks
 
 
-@dataclass
-class TrainState:
-    """Everything that changes from epoch to epoch; saved in every checkpoint."""
-
-    epoch: int = 0
-    stage: int = 1
-    stage_epoch: int = 0
-    dropped: frozenset[str] = frozenset()
-    stopper: EarlyStopping = field(default_factory=lambda: EarlyStopping(10))
-    best_valid: dict[str, float] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
 def run(
     recipe: Any,
     out_dir: Path | None = None,
@@ -205,7 +173,7 @@ def run(
     device = resolve_device(train_cfg.device, rank)
     if train_cfg.tensorboard:
         _require_tensorboard()  # before anything is written
-    checkpoint = _resume_checkpoint(out_dir, recipe) if resume else None
+    checkpoint = resume_checkpoint(out_dir, recipe) if resume else None
     if writer is not None and checkpoint is None:
         rundir.check_run_dir(writer, overwrite)  # fail before the (slow) data load
     data = dataset if dataset is not None else load_data(recipe)
@@ -229,7 +197,7 @@ def run(
     state = TrainState(stopper=EarlyStopping(train_cfg.patience))
     best_state = copy.deepcopy(model.state_dict())
     if checkpoint is not None:
-        best_state = _restore(checkpoint, out_dir, model, optimizer, step_generator, state)
+        best_state = restore_state(checkpoint, out_dir, model, optimizer, step_generator, state)
         console.print(f"resuming {out_dir} at epoch {state.epoch} (stage {state.stage})")
     if writer is not None:
         if checkpoint is None:
@@ -282,7 +250,7 @@ def run(
             if writer is not None:
                 rundir.append_jsonl(writer / rundir.METRICS, record)
                 save_checkpoint(
-                    writer, state.epoch, _checkpoint(model, optimizer, step_generator, state)
+                    writer, state.epoch, checkpoint_state(model, optimizer, step_generator, state)
                 )
             _log_epoch(console, record, metric)
             if board is not None:
@@ -332,87 +300,6 @@ def _next_stage(
         f"[bold]stage {state.stage}[/]: reloaded epoch {state.stopper.best_epoch}, dropped {sorted(state.dropped)}"
     )
     return best_state
-
-
-def _checkpoint(
-    model: Model, optimizer: torch.optim.Optimizer, generator: torch.Generator, state: TrainState
-) -> dict[str, Any]:
-    """The full training state: weights, optimizer, RNGs, schedule, early stopping, history."""
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "step_generator": generator.get_state(),
-        "epoch": state.epoch,
-        "stage": state.stage,
-        "stage_epoch": state.stage_epoch,
-        "dropped": sorted(state.dropped),
-        "stopper": [state.stopper.best, state.stopper.best_epoch, state.stopper.bad_epochs],
-        "best_valid": state.best_valid,
-        "history": json.dumps(state.history),
-    }
-
-
-def _restore(
-    checkpoint: dict[str, Any],
-    out_dir: Path | None,
-    model: Model,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    state: TrainState,
-) -> dict[str, Any]:
-    """Load a checkpoint into the live objects; return the best model state so far."""
-    try:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-    except (KeyError, RuntimeError, ValueError) as exc:
-        msg = f"the checkpoint in {out_dir} does not fit this recipe's model ({str(exc).splitlines()[0][:200]}). Resume with the recipe the run was started with."
-        raise EclsrError(msg) from None
-    torch.set_rng_state(checkpoint["torch_rng"])
-    if checkpoint["cuda_rng"]:
-        torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
-    generator.set_state(checkpoint["step_generator"])
-    state.epoch, state.stage, state.stage_epoch = (
-        checkpoint["epoch"],
-        checkpoint["stage"],
-        checkpoint["stage_epoch"],
-    )
-    state.dropped = frozenset(checkpoint["dropped"])
-    best, best_epoch, bad = checkpoint["stopper"]
-    state.stopper.best, state.stopper.best_epoch, state.stopper.bad_epochs = (
-        float(best),
-        int(best_epoch),
-        int(bad),
-    )
-    state.best_valid = dict(checkpoint["best_valid"])
-    state.history = json.loads(checkpoint["history"])
-    assert out_dir is not None
-    best_file = out_dir / rundir.BEST
-    return (
-        rundir.load_state(best_file)["model"]
-        if best_file.is_file()
-        else copy.deepcopy(model.state_dict())
-    )
-
-
-def _resume_checkpoint(out_dir: Path | None, recipe: Any) -> dict[str, Any] | None:
-    """The checkpoint to resume from; errors when the run directory belongs to another recipe."""
-    if out_dir is None or not (out_dir / rundir.RECIPE).is_file():
-        msg = f"--resume: {out_dir} is not an eclsr run directory (no {rundir.RECIPE}). Pass the --out of the run to resume."
-        raise EclsrError(msg)
-    import yaml
-
-    saved = yaml.safe_load((out_dir / rundir.RECIPE).read_text())
-    if saved != recipe.model_dump(mode="json"):
-        msg = f"--resume: {out_dir} was started with a different recipe. Resume it with the same recipe and --set overrides (its resolved recipe is {out_dir / rundir.RECIPE})."
-        raise EclsrError(msg)
-    checkpoint = load_latest_checkpoint(out_dir)
-    if checkpoint is not None and checkpoint.get("format") != CHECKPOINT_FORMAT:
-        msg = f"--resume: the checkpoint in {out_dir} was written by another eclsr version (format {checkpoint.get('format')!r}, expected {CHECKPOINT_FORMAT!r})."
-        raise EclsrError(msg)
-    return checkpoint
 
 
 def _tensorboard(out_dir: Path | None) -> Any:
