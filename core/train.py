@@ -281,7 +281,11 @@ def run(
         if not (writer / rundir.BEST).is_file():  # no epoch ran (e.g. popularity): save the weights
             rundir.save_state(writer / rundir.BEST, {"model": best_state, "epoch": -1})
         np.savez_compressed(
-            writer / "ranks.npz", users=test_windows.users, test=test_ranks, valid=valid_ranks
+            writer / "ranks.npz",
+            users=test_windows.users,
+            test=test_ranks,
+            valid_users=valid_windows.users,
+            valid=valid_ranks,
         )
         rundir.write_json(writer / rundir.RESULTS, results)
     return RunResult(results, model, writer, state.history)
