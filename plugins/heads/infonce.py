@@ -73,7 +73,7 @@ class InfoNCEConfig(HeadConfig):
     )
 
     def needed_services(self) -> tuple[str, ...]:
-        """The generator when ``extra`` uses its outputs, plus whatever the view needs."""
+        """The generator when ``extra`` encodes its outputs (the view's own needs are checked separately)."""
         return ("generator",) if self.extra != "none" else ()
 
     def build(self, ctx: BuildContext) -> InfoNCEHead:
