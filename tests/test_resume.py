@@ -60,6 +60,15 @@ def _env(tmp: Path) -> dict[str, str]:
     return {**os.environ, "ECLSR_CACHE_DIR": str(tmp / "cache")}
 
 
+def _resume(recipe: Path, out: Path, tmp: Path) -> subprocess.CompletedProcess:
+    """Run ``--resume`` on ``out`` and require success."""
+    resumed = subprocess.run(
+        _cmd(recipe, out, "--resume"), capture_output=True, text=True, env=_env(tmp), timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    return resumed
+
+
 def _comparable(run_dir: Path) -> dict:
     results = json.loads((run_dir / "results.json").read_text())
     results.pop("seconds")
@@ -96,14 +105,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(reference, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "results.json").exists()
-    resumed = subprocess.run(
-        _cmd(recipe, out, "--resume"),
-        capture_output=True,
-        text=True,
-        env=_env(tmp_path),
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resumed = _resume(recipe, out, tmp_path)
     assert "resuming" in resumed.stderr
     assert _comparable(out) == _comparable(ref)
     assert (out / "metrics.jsonl").read_text().count("\n") == 4
@@ -117,14 +119,7 @@ def test_truncated_latest_checkpoint_falls_back_with_warning(reference, tmp_path
         (out / file.name).write_bytes(file.read_bytes())
     latest = out / "checkpoint-00004.pt"
     latest.write_bytes(latest.read_bytes()[:1000])
-    resumed = subprocess.run(
-        _cmd(recipe, out, "--resume"),
-        capture_output=True,
-        text=True,
-        env=_env(tmp_path),
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resumed = _resume(recipe, out, tmp_path)
     assert "corrupt or truncated" in resumed.stderr
     assert "resuming" in resumed.stderr and "epoch 3" in resumed.stderr
     assert _comparable(out) == _comparable(ref)
@@ -190,12 +185,5 @@ def test_sigterm_stops_cleanly_and_the_run_resumes_identically(reference, tmp_pa
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted during epoch" in err and "--resume" in err and "Traceback" not in err
-    resumed = subprocess.run(
-        _cmd(recipe, out, "--resume"),
-        capture_output=True,
-        text=True,
-        env=_env(tmp_path),
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _resume(recipe, out, tmp_path)
     assert _comparable(out) == _comparable(ref)
