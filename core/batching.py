@@ -6,7 +6,6 @@ into a ``[B, T]`` matrix, where ``T`` is the batch's longest row (right-padded w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,14 +148,6 @@ def epoch_order(
         order = rng.permutation(count)
     batches = [order[i : i + batch_size] for i in range(0, count, batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def iterate_training(
-    data: SequenceDataset, windows: Windows, batch_size: int, seed: int, epoch: int, bucket: bool
-) -> Iterator[Batch]:
-    """Yield the training batches of one epoch."""
-    for rows in epoch_order(windows, batch_size, seed, epoch, bucket):
-        yield make_batch(data, windows, rows)
 
 
 def positions_per_epoch(windows: Windows) -> int:

@@ -260,7 +260,7 @@ def run(
     test, test_ranks = evaluate_split(model, data, test_windows, recipe, device)
     _, valid_ranks = evaluate_split(model, data, valid_windows, recipe, device)
     popularity = popularity_ranks(
-        model_counts(model), data, test_windows, recipe.eval.exclude_seen, recipe.eval.ties
+        model.item_counts.cpu(), data, test_windows, recipe.eval.exclude_seen, recipe.eval.ties
     )
     results = {
         "recipe": recipe.name,
@@ -359,11 +359,6 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def model_counts(model: Model) -> torch.Tensor:
-    """The training counts the model was built with (CPU)."""
-    return model.item_counts.cpu()
 
 
 def load_data(recipe: Any) -> SequenceDataset:
