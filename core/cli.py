@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     from eclsr.commands import add_commands
 
     add_commands(sub)
+    from eclsr.results_cli import add_results_command
+
+    add_results_command(sub)
     return parser
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 import difflib
 import re
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import tomllib
 import yaml
 from pydantic import BaseModel, ValidationError
 

@@ -21,11 +21,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import warnings
 from pathlib import Path
 
 import pytest
-import tomllib
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,341 @@
+"""A results book: finished runs kept small under a results folder, rendered as one markdown file.
+
+``collect`` copies what a comparison needs out of run directories (``results.json``, the per-user
+``ranks.npz`` and the per-epoch ``metrics.jsonl``; never checkpoints) into
+``<book>/<dataset>/<model>/seed-<seed>/``, plus ``MACHINE.json`` describing the machine that
+collected them. ``render`` turns such a folder into markdown: per dataset, each model's test
+metrics (mean ± std over seeds) beside the paper's value, its paired significance against a
+baseline model, the epochs and wall time of every run and the command that produced it.
+Everything printed is read from those files; nothing is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eclsr import rundir
+from eclsr.errors import EclsrError
+from eclsr.report import (
+    PAPER_METRICS,
+    RunRecord,
+    check_protocols,
+    load_ranks,
+    load_run,
+    run_command,
+)
+from eclsr.stats_tests import PairedTest, have_scipy, paired_tests, per_user_metric
+
+MACHINE_FILE = "MACHINE.json"
+KEPT_FILES = (rundir.RESULTS, "ranks.npz", rundir.METRICS, rundir.RECIPE)
+# Written into every rendered file; an existing output without it was not made by us and is kept.
+GENERATED_MARK = "Do not edit by hand: rerun the command."
+SIGNIFICANCE_ALPHA = 0.01  # the paper's threshold (paired t-test, p < 0.01)
+
+
+@dataclass
+class ModelRuns:
+    """The runs of one model on one dataset (one per seed)."""
+
+    dataset: str
+    model: str
+    runs: list[RunRecord]
+
+
+def model_name(results: dict[str, Any]) -> str:
+    """The recipe name without its dataset suffix: ``ecl-sr-code-toys`` → ``ecl-sr-code``."""
+    recipe = str(results.get("recipe") or "recipe")
+    dataset = str(results.get("protocol", {}).get("dataset", ""))
+    suffix = f"-{dataset}"
+    return recipe[: -len(suffix)] if dataset and recipe.endswith(suffix) else recipe
+
+
+def collect(run_dirs: Sequence[Path], book: Path) -> list[Path]:
+    """Copy the small files of finished runs into ``book``; returns the folders written.
+
+    A run already in the book (same dataset, model and seed) is replaced: re-collecting a rerun
+    must not leave the old numbers beside the new ones.
+    """
+    written = []
+    for run_dir in run_dirs:
+        run = load_run(run_dir)  # fails clearly on a folder that is not a finished run
+        load_ranks(run)  # significance tests need the per-user ranks; fail now, not at render
+        dataset = str(run.results.get("protocol", {}).get("dataset", "unknown"))
+        target = book / dataset / model_name(run.results) / f"seed-{run.results.get('seed')}"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in KEPT_FILES:
+            if (run_dir / name).is_file():
+                shutil.copyfile(run_dir / name, target / name)
+        written.append(target)
+    rundir.write_json(book / MACHINE_FILE, machine_description())
+    return written
+
+
+def machine_description() -> dict[str, Any]:
+    """CPU, cores, memory and library versions of this machine."""
+    import torch
+
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def load_book(book: Path) -> list[ModelRuns]:
+    """Every collected run under ``book``, grouped by (dataset, model), in a stable order."""
+    if not book.is_dir():
+        msg = f"results folder {str(book)!r} does not exist; fill it with `eclsr results collect`."
+        raise EclsrError(msg)
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for results_file in sorted(book.rglob(rundir.RESULTS)):
+        run = load_run(results_file.parent)
+        dataset = str(run.results.get("protocol", {}).get("dataset", "unknown"))
+        groups.setdefault((dataset, model_name(run.results)), []).append(run)
+    if not groups:
+        msg = f"{str(book)!r} holds no results.json; fill it with `eclsr results collect RUN_DIR ...`."
+        raise EclsrError(msg)
+    return [ModelRuns(dataset, model, runs) for (dataset, model), runs in sorted(groups.items())]
+
+
+def load_paper(path: Path | None) -> dict[str, dict[str, dict[str, float]]]:
+    """``dataset → model → metric → value`` from a TOML file of published numbers."""
+    if path is None:
+        return {}
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        msg = f"paper values file {str(path)!r} cannot be read ({exc}); it must be TOML: [dataset.model] metric = value."
+        raise EclsrError(msg) from None
+    return {
+        dataset: {
+            model: dict(values) for model, values in models.items() if isinstance(values, dict)
+        }
+        for dataset, models in table.items()
+        if isinstance(models, dict)
+    }
+
+
+def paper_value(
+    paper: dict[str, dict[str, dict[str, float]]], dataset: str, model: str, metric: str
+) -> float | None:
+    """The published value for ``model``, or for it without a ``-code`` (preset) suffix."""
+    models = paper.get(dataset, {})
+    for name in (model, model.removesuffix("-code")):
+        if metric in models.get(name, {}):
+            return float(models[name][metric])
+    return None
+
+
+def pooled_user_metric(runs: Sequence[RunRecord], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(users, per-user metric averaged over seeds)``; every seed must rank the same users."""
+    users, _ = load_ranks(runs[0])
+    total = np.zeros(len(users), dtype=np.float64)
+    for run in runs:
+        run_users, ranks = load_ranks(run)
+        if not np.array_equal(run_users, users):
+            msg = f"{run.path} ranked different users than {runs[0].path}; seeds of one model must share the split."
+            raise EclsrError(msg)
+        total += per_user_metric(ranks, metric)
+    return users, total / len(runs)
+
+
+def significance(
+    baseline: ModelRuns, other: ModelRuns, metrics: Sequence[str] = PAPER_METRICS
+) -> list[PairedTest]:
+    """Paired tests (other − baseline) over per-user test metrics, seeds averaged per user."""
+    check_protocols([*baseline.runs, *other.runs])
+    tests = []
+    for metric in metrics:
+        users_a, a = pooled_user_metric(baseline.runs, metric)
+        users_b, b = pooled_user_metric(other.runs, metric)
+        if not np.array_equal(users_a, users_b):
+            msg = f"{baseline.model} and {other.model} on {baseline.dataset} ranked different users; they cannot be paired."
+            raise EclsrError(msg)
+        tests.append(paired_tests(a, b, metric))
+    return tests
+
+
+def render(
+    book: Path,
+    paper_file: Path | None = None,
+    baseline: str = "sasrec-code",
+    metrics: Sequence[str] = PAPER_METRICS,
+    command: str = "",
+    order: Sequence[str] = (),
+) -> str:
+    """The markdown results book for the runs collected under ``book``.
+
+    Models are listed in ``order`` (names not in it follow, baseline first, then by name).
+    """
+    paper = load_paper(paper_file)  # a broken paper file fails before any run is read
+    groups = sorted(load_book(book), key=lambda group: _rank(group.model, baseline, order))
+    lines = [
+        "# Results",
+        "",
+        f"Generated by `{command or 'eclsr results render'}` from the run files under "
+        f"`{book.as_posix()}/` (each run's `results.json`, per-user `ranks.npz` and per-epoch "
+        f"`metrics.jsonl`). {GENERATED_MARK}",
+        "",
+        *_machine_lines(book),
+        *_protocol_lines(groups),
+    ]
+    for dataset in sorted({group.dataset for group in groups}):  # groups stay in model order
+        in_dataset = [group for group in groups if group.dataset == dataset]
+        lines += _dataset_section(dataset, in_dataset, paper, baseline, metrics)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _rank(model: str, baseline: str, order: Sequence[str]) -> tuple[int, int, str]:
+    position = list(order).index(model) if model in order else len(order)
+    return position, 0 if model == baseline else 1, model
+
+
+def _machine_lines(book: Path) -> list[str]:
+    path = book / MACHINE_FILE
+    if not path.is_file():
+        return ["Machine: not recorded.", ""]
+    machine = json.loads(path.read_text(encoding="utf-8"))
+    gpu = f", GPU {machine['cuda']}" if machine.get("cuda") else ", no GPU"
+    return [
+        f"Machine (recorded when the runs were collected): {machine.get('cpu')}, "
+        f"{machine.get('cores')} cores, {machine.get('memory_gib')} GiB{gpu}; "
+        f"{machine.get('system')}, Python {machine.get('python')}, torch {machine.get('torch')}.",
+        "",
+    ]
+
+
+def _protocol_lines(groups: Sequence[ModelRuns]) -> list[str]:
+    protocol = groups[0].runs[0].results.get("protocol", {})
+    tests = "scipy.stats" if have_scipy() else "eclsr.stats_tests (scipy not installed)"
+    return [
+        f"Protocol (recorded in every run): {protocol.get('split', '?')}; ranking "
+        f"{protocol.get('ranking', '?')}; ties: {protocol.get('ties', '?')}; already-seen items "
+        f"{'excluded' if protocol.get('exclude_seen') else 'not excluded'}. Test metrics at the "
+        "epoch with the best validation value of the recipe's `train.monitor`.",
+        "",
+        f"Significance: two-sided paired t-test and Wilcoxon signed-rank test over per-user test "
+        f"metrics (per-user values averaged over seeds first), computed with {tests}; "
+        f"`*` marks p < {SIGNIFICANCE_ALPHA} in both.",
+        "",
+    ]
+
+
+def _dataset_section(
+    dataset: str,
+    groups: Sequence[ModelRuns],
+    paper: dict[str, dict[str, dict[str, float]]],
+    baseline: str,
+    metrics: Sequence[str],
+) -> list[str]:
+    header = ["model", "seeds", *metrics, "epochs (best)", "patience", "wall time"]
+    lines = [f"## {dataset}", "", _row(header), "|" + "---|" * len(header)]
+    for group in groups:
+        cells = [group.model, ", ".join(str(run.results.get("seed")) for run in group.runs)]
+        for metric in metrics:
+            values = [float(run.results["test"][metric]) for run in group.runs]
+            reference = paper_value(paper, dataset, group.model, metric)
+            shown = _mean_std(values)
+            cells.append(shown + (f" (paper {reference:.4f})" if reference is not None else ""))
+        cells.append(", ".join(_epochs(run) for run in group.runs))
+        cells.append(", ".join(str(_train_setting(run, "patience")) for run in group.runs))
+        cells.append(", ".join(_duration(run.results.get("seconds")) for run in group.runs))
+        lines.append(_row(cells))
+    lines += ["", *_significance_lines(groups, baseline, metrics), *_command_lines(groups), ""]
+    return lines
+
+
+def _significance_lines(
+    groups: Sequence[ModelRuns], baseline: str, metrics: Sequence[str]
+) -> list[str]:
+    base = next((group for group in groups if group.model == baseline), None)
+    others = [group for group in groups if group.model != baseline]
+    if base is None or not others:
+        return [f"No significance tests: this dataset needs `{baseline}` and another model.", ""]
+    header = ["vs " + baseline, "users", *metrics]
+    lines = [_row(header), "|" + "---|" * len(header)]
+    for other in others:
+        tests = significance(base, other, metrics)
+        cells = [other.model, str(tests[0].n)]
+        for test in tests:
+            mark = " *" if max(test.p_t, test.p_w) < SIGNIFICANCE_ALPHA else ""
+            cells.append(f"{test.diff:+.4f} (t p={test.p_t:.1e}, W p={test.p_w:.1e}){mark}")
+        lines.append(_row(cells))
+    return [*lines, ""]
+
+
+def _command_lines(groups: Sequence[ModelRuns]) -> list[str]:
+    lines = ["Commands:", ""]
+    for group in groups:
+        for run in group.runs:
+            lines.append(
+                f"- {group.model}, seed {run.results.get('seed')}: `{run_command(run.results)}`"
+            )
+    return lines
+
+
+def _train_setting(run: RunRecord, key: str) -> Any:
+    import yaml
+
+    try:
+        recipe = yaml.safe_load((run.path / rundir.RECIPE).read_text(encoding="utf-8"))
+        return recipe["train"][key]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return "?"
+
+
+def _epochs(run: RunRecord) -> str:
+    # best_epoch counts from 0, as in metrics.jsonl; shown counting from 1 like epochs_run.
+    best, last = run.results.get("best_epoch"), run.results.get("epochs_run")
+    return f"{last} (best {best + 1})" if isinstance(best, int) else f"{last}"
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, int | float):
+        return "?"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"

@@ -1,0 +1,165 @@
+"""`eclsr results collect|render`: a results folder of small run files, rendered as markdown."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import numpy as np
+import pytest
+
+from eclsr.cli import main
+from eclsr.errors import EclsrError
+from eclsr.headline import GENERATED_MARK, load_book, model_name, render, significance
+from eclsr.recipe import validate_recipe
+from eclsr.report import load_run, run_command
+from eclsr.stats_tests import paired_tests, per_user_metric
+from eclsr.train import run as train_run
+
+
+def tiny_recipe(name: str, seed: int, infonce: bool) -> dict:
+    heads = [{"name": "next_item"}]
+    if infonce:
+        heads.append({"name": "infonce", "weight": 0.1, "pooling_k": 2})
+    return {
+        "seed": seed,
+        "name": name,
+        "data": {
+            "dataset": "synthetic",
+            "max_len": 8,
+            "synthetic_users": 120,
+            "synthetic_items": 30,
+        },
+        "encoder": {"name": "sasrec", "hidden": 16, "layers": 1, "heads": 1, "inner_size": 32},
+        "heads": heads,
+        "train": {"epochs": 2, "batch_size": 64, "lr": 0.01, "patience": 3, "device": "cpu"},
+    }
+
+
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("book-runs")
+    dirs = {}
+    for name, infonce in (("base-synthetic", False), ("contrastive-synthetic", True)):
+        for seed in (1, 2):
+            out = root / f"{name}-{seed}"
+            train_run(validate_recipe(tiny_recipe(name, seed, infonce)), out, progress=False)
+            dirs[(name, seed)] = out
+    return dirs
+
+
+@pytest.fixture
+def book(run_dirs, tmp_path):
+    book = tmp_path / "book"
+    assert main(["results", "collect", *map(str, run_dirs.values()), "--into", str(book)]) == 0
+    return book
+
+
+@pytest.fixture
+def paper_file(tmp_path):
+    path = tmp_path / "paper.toml"
+    path.write_text('[synthetic.contrastive]\n"recall@10" = 0.5\n', encoding="utf-8")
+    return path
+
+
+def test_model_name_drops_the_dataset_suffix():
+    results = {"recipe": "ecl-sr-code-toys", "protocol": {"dataset": "toys"}}
+    assert model_name(results) == "ecl-sr-code"
+    assert model_name({"recipe": "mine", "protocol": {"dataset": "toys"}}) == "mine"
+
+
+def test_collect_keeps_small_files_only(book, run_dirs):
+    seed_dir = book / "synthetic" / "contrastive" / "seed-2"
+    kept = sorted(path.name for path in seed_dir.iterdir())
+    assert kept == ["metrics.jsonl", "ranks.npz", "recipe.yaml", "results.json"]
+    assert not list(book.rglob("*.pt"))  # checkpoints stay in the run directories
+    original = json.loads((run_dirs[("contrastive-synthetic", 2)] / "results.json").read_text())
+    assert json.loads((seed_dir / "results.json").read_text()) == original
+    machine = json.loads((book / "MACHINE.json").read_text())
+    assert machine["cores"] >= 1 and machine["torch"]
+
+
+def test_collect_replaces_a_rerun(book, run_dirs):
+    # collecting the same run again keeps one copy per (dataset, model, seed)
+    main(["results", "collect", str(run_dirs[("base-synthetic", 1)]), "--into", str(book)])
+    assert len(list(book.rglob("results.json"))) == 4
+    groups = load_book(book)
+    assert [(g.model, len(g.runs)) for g in groups] == [("base", 2), ("contrastive", 2)]
+
+
+def test_render_shows_means_paper_values_and_commands(book, paper_file):
+    text = render(book, paper_file, baseline="base", command="eclsr results render BOOK")
+    assert GENERATED_MARK in text and "`eclsr results render BOOK`" in text
+    groups = {group.model: group for group in load_book(book)}
+    for model, group in groups.items():
+        recalls = [run.results["test"]["recall@10"] for run in group.runs]
+        expected = f"{statistics.fmean(recalls):.4f} ± {statistics.stdev(recalls):.4f}"
+        row = next(line for line in text.splitlines() if line.startswith(f"| {model} | 1, 2 |"))
+        assert expected in row
+        for run in group.runs:
+            assert f"`{run_command(run.results)}`" in text  # recorded, or rebuilt from the seed
+    contrastive_row = next(line for line in text.splitlines() if line.startswith("| contrastive |"))
+    assert "(paper 0.5000)" in contrastive_row  # `contrastive` matches the paper's name exactly
+    base_row = next(line for line in text.splitlines() if line.startswith("| base |"))
+    assert "paper" not in base_row
+
+
+def test_significance_pairs_users_with_seeds_averaged(book):
+    groups = {group.model: group for group in load_book(book)}
+    tests = significance(groups["base"], groups["contrastive"], ["ndcg@10"])
+
+    def averaged(group):
+        values = []
+        for run in group.runs:
+            with np.load(run.path / "ranks.npz") as saved:
+                values.append(per_user_metric(saved["test"], "ndcg@10"))
+        return np.mean(values, axis=0)
+
+    expected = paired_tests(averaged(groups["base"]), averaged(groups["contrastive"]), "ndcg@10")
+    assert tests[0] == expected
+    assert tests[0].n == 120
+
+
+def test_render_orders_models_and_names_the_baseline(book):
+    text = render(book, baseline="base", order=["contrastive", "base"])
+    assert text.index("| contrastive | 1, 2 |") < text.index("| base | 1, 2 |")
+    assert "| vs base | users |" in text
+    missing = render(book, baseline="absent")
+    assert "No significance tests: this dataset needs `absent`" in missing
+
+
+def test_render_out_refuses_a_file_it_did_not_write(book, tmp_path, capsys):
+    out = tmp_path / "RESULTS.md"
+    out.write_text("my notes\n", encoding="utf-8")
+    code = main(["results", "render", str(book), "--baseline", "base", "--out", str(out)])
+    assert code == 2
+    assert "left untouched" in capsys.readouterr().err
+    assert out.read_text(encoding="utf-8") == "my notes\n"
+    out.unlink()
+    assert main(["results", "render", str(book), "--baseline", "base", "--out", str(out)]) == 0
+    first = out.read_text(encoding="utf-8")
+    assert f"--out {out}" in first
+    # a file it wrote itself is regenerated in place, identically from the same inputs
+    assert main(["results", "render", str(book), "--baseline", "base", "--out", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == first
+
+
+def test_bad_inputs_fail_with_a_message(tmp_path, capsys):
+    assert main(["results", "collect", str(tmp_path), "--into", str(tmp_path / "b")]) == 2
+    assert "results.json" in capsys.readouterr().err
+    assert main(["results", "render", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EclsrError, match="holds no results.json"):
+        load_book(tmp_path / "empty")
+    bad = tmp_path / "paper.toml"
+    bad.write_text("[x\n", encoding="utf-8")
+    book = tmp_path / "book"
+    (book / "synthetic").mkdir(parents=True)
+    with pytest.raises(EclsrError, match="must be TOML"):
+        render(book, bad)
+
+
+def test_load_run_reads_a_collected_run(book):
+    run_record = load_run(book / "synthetic" / "base" / "seed-1")
+    assert run_record.results["seed"] == 1 and run_record.history
