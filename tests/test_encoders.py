@@ -280,3 +280,56 @@ def test_deepcopy_of_parent_keeps_the_table_shared(name):
     clone = copy.deepcopy(parent)
     assert clone["encoder"].item_embedding is clone["item_embedding"]
     assert clone["item_embedding"] is not parent["item_embedding"]
+
+
+# ------------------------------------------------------------------ attention with dropout (CPU)
+
+
+def _qkv(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(3, 2, 7, 4, generator=generator) for _ in range(3))  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_with_dropout_matches_sdpa_when_nothing_drops(causal):
+    from eclsr.plugins.encoders._transformer import attention_with_dropout, key_padding_mask
+
+    q, k, v = _qkv()
+    mask = None if causal else key_padding_mask(torch.tensor([7, 3, 1]), 7)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, is_causal=causal
+    )
+    got = attention_with_dropout(q, k, v, mask, causal, p=1e-12)  # keeps every weight
+    torch.testing.assert_close(got, expected)
+
+
+def test_attention_with_dropout_is_unbiased_and_drops_p():
+    from eclsr.plugins.encoders._transformer import attention_with_dropout
+
+    q, k, v = _qkv(1)
+    v = torch.eye(7).expand(3, 2, 7, 7)  # output row = attention probabilities (after dropout)
+    q, k = q[..., :4], k[..., :4]
+    torch.manual_seed(0)
+    draws = torch.stack([attention_with_dropout(q, k, v, None, True, p=0.5) for _ in range(2000)])
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    # each mean has std <= 1 / sqrt(2000) = 0.022: 0.1 is over four standard deviations
+    torch.testing.assert_close(draws.mean(0), expected, atol=0.1, rtol=0)
+    allowed = torch.ones(7, 7).tril().bool().expand_as(expected)
+    dropped = (draws[:, allowed] == 0).float().mean().item()
+    assert 0.45 < dropped < 0.55
+    assert (draws[:, ~allowed] == 0).all()  # future items never attended
+
+
+def test_training_block_uses_dropout_and_keeps_causality():
+    # a later item must not change earlier outputs in training mode either (same random draw)
+    encoder = build("sasrec", attn_dropout=0.3, dropout=0.0).train()
+    items, lengths = batch()
+    changed = items.clone()
+    changed[1, 4] = 17
+    torch.manual_seed(3)
+    first = encoder(items, lengths)
+    torch.manual_seed(3)
+    second = encoder(changed, lengths)
+    torch.testing.assert_close(first[1, :4], second[1, :4])
+    torch.manual_seed(4)
+    assert not torch.allclose(encoder(items, lengths), first)  # dropout is active

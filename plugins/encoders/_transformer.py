@@ -82,10 +82,53 @@ class TransformerBlock(nn.Module):
         qkv = self.qkv(x).view(batch, width, 3, self.heads, hidden // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 × [B, H, T, D/H]
         p = self.attn_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=causal
-        )  # [B, H, T, D/H]
+        if p > 0.0 and x.device.type == "cpu":
+            y = attention_with_dropout(q, k, v, attn_mask, causal, p)  # [B, H, T, D/H]
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=causal
+            )  # [B, H, T, D/H]
         return self.proj(y.transpose(1, 2).reshape(batch, width, hidden))  # [B, T, D]
+
+
+def attention_with_dropout(
+    q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, causal: bool, p: float
+) -> Tensor:
+    """Softmax attention with dropout ``p`` on the probabilities, ``[B, H, T, d]`` → same.
+
+    Why not SDPA: on CPU, ``scaled_dot_product_attention`` with ``dropout_p > 0`` takes its math
+    path, which draws the mask with ``bernoulli_``, clones per head and checks the mask with
+    ``all``; this version (one ``baddbmm`` with an additive mask, a ``rand_like`` mask as in
+    :class:`~eclsr.layers.FastDropout`) measured about 1.4x faster forward + backward at the
+    ML-1m code shape (B 256, H 2, T 50, d 32). Same distribution, same global generator.
+    """
+    batch, heads, width, head_dim = q.shape
+    bias = additive_mask(attn_mask, causal, width, q.dtype, q.device)  # [T, T] or [B, 1, T, T]
+    bias = bias.expand(batch, heads, width, width).reshape(batch * heads, width, width)
+    scores = torch.baddbmm(
+        bias,
+        q.reshape(batch * heads, width, head_dim),
+        k.reshape(batch * heads, width, head_dim).transpose(1, 2),
+        alpha=head_dim**-0.5,
+    )  # [B·H, T, T]
+    probs = torch.softmax(scores, dim=-1)
+    probs = probs * ((torch.rand_like(probs) >= p) * (1.0 / (1.0 - p)))
+    y = torch.bmm(probs, v.reshape(batch * heads, width, v.size(-1)))  # [B·H, T, d]
+    return y.view(batch, heads, width, v.size(-1))
+
+
+def additive_mask(
+    attn_mask: Tensor | None, causal: bool, width: int, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """0 where a query may attend, −inf elsewhere: ``[T, T]``, or ``[B, 1, T, T]`` with a key mask."""
+    blocked = torch.zeros(width, width, dtype=torch.bool, device=device)
+    if causal:
+        blocked = blocked | torch.ones_like(blocked).triu(1)
+    if attn_mask is not None:
+        blocked = blocked | ~attn_mask  # → [B, 1, T, T]
+    return torch.zeros(blocked.shape, dtype=dtype, device=device).masked_fill_(
+        blocked, float("-inf")
+    )
 
 
 class TransformerEncoder(Encoder):
