@@ -50,3 +50,19 @@ def test_fast_dropout_statistics_and_eval_identity():
     torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / 0.75))
     layer.eval()
     assert layer(x) is x
+
+
+def test_keep_mask_equals_the_plain_formula_for_the_same_draws():
+    from eclsr.layers import FastDropout, keep_mask
+
+    x = torch.randn(64, 33, requires_grad=True)
+    torch.manual_seed(5)
+    mask = keep_mask(x, 0.3)
+    torch.manual_seed(5)
+    plain = (torch.rand_like(x) >= 0.3) * (1.0 / 0.7)
+    assert torch.equal(mask, plain)
+    torch.manual_seed(5)
+    y = FastDropout(0.3)(x)
+    assert torch.equal(y, x * plain)
+    y.sum().backward()
+    assert torch.equal(x.grad, plain)  # the gradient is the mask itself

@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from eclsr import BuildContext, EclsrError, Encoder, EncoderConfig, real_mask
-from eclsr.layers import FastDropout
+from eclsr.layers import FastDropout, keep_mask
 
 
 def divisibility_message(hidden: int, heads: int) -> str:
@@ -112,7 +112,7 @@ def attention_with_dropout(
         alpha=head_dim**-0.5,
     )  # [B·H, T, T]
     probs = torch.softmax(scores, dim=-1)
-    probs = probs * ((torch.rand_like(probs) >= p) * (1.0 / (1.0 - p)))
+    probs = probs * keep_mask(probs, p)
     y = torch.bmm(probs, v.reshape(batch * heads, width, v.size(-1)))  # [B·H, T, d]
     return y.view(batch, heads, width, v.size(-1))
 

@@ -1,6 +1,10 @@
-"""A/B benchmark: ECL-SR training steps at the ML-1m code shape, attention via SDPA vs eclsr's own.
+"""A/B benchmark: ECL-SR training steps at the ML-1m code shape, before vs after the CPU levers.
 
-Usage: python tools/ab_attention.py [THREADS] [PAIRS]
+Usage: python tools/ab_step.py [THREADS] [PAIRS]
+
+"before" swaps back what the block ran earlier: SDPA for attention with dropout (its CPU math
+path) and dropout masks built as ``(rand >= p) * scale`` (a bool tensor, type promotion);
+"after" is the code as it is.
 
 The two variants alternate batch by batch in one process (so machine noise hits both alike) and
 the medians are compared. A benchmark, not a test: it prints figures and asserts nothing.
@@ -15,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+import eclsr.layers as layers
 import eclsr.plugins.encoders._transformer as transformer
 from eclsr import bench
 from eclsr.batching import LeaveOneOut, epoch_order
@@ -32,6 +37,22 @@ def sdpa_attention(q, k, v, attn_mask, causal, p):  # noqa: ANN001, ANN201
     )
 
 
+def bool_keep_mask(x, p):  # noqa: ANN001, ANN201
+    """The dropout mask as FastDropout built it before (same draws, same values)."""
+    return (torch.rand_like(x) >= p) * (1.0 / (1.0 - p))
+
+
+BEFORE = {"attention": sdpa_attention, "mask": bool_keep_mask}
+AFTER = {"attention": transformer.attention_with_dropout, "mask": layers.keep_mask}
+
+
+def use(variant: dict) -> None:
+    """Install one variant's functions where the block and FastDropout look them up."""
+    transformer.attention_with_dropout = variant["attention"]
+    transformer.keep_mask = variant["mask"]
+    layers.keep_mask = variant["mask"]
+
+
 def main(threads: int, pairs: int) -> None:
     """Time ``pairs`` batches per variant after three warm-up batches; print the medians."""
     torch.set_num_threads(threads)
@@ -44,20 +65,20 @@ def main(threads: int, pairs: int) -> None:
         model, make_optimizer(model, recipe.train), recipe, data, windows, torch.device("cpu")
     )  # noqa: SLF001
     order = epoch_order(windows, recipe.train.batch_size, 0, 0, True)
-    variants = {"sdpa": sdpa_attention, "eclsr": transformer.attention_with_dropout}
+    variants = {"before": BEFORE, "after": AFTER}
     times: dict[str, list[float]] = {name: [] for name in variants}
     for rows in order[:3]:
         loop.step(rows)
     for i in range(2 * pairs):
         name = list(variants)[i % 2]
-        transformer.attention_with_dropout = variants[name]
+        use(variants[name])
         times[name].append(loop.step(order[(3 + i) % len(order)]))
     for name, seconds in times.items():
         print(
             f"{name:6s} median {statistics.median(seconds):.3f} s/batch  ({len(seconds)} batches)"
         )
-    ratio = statistics.median(times["sdpa"]) / statistics.median(times["eclsr"])
-    print(f"speed-up of eclsr's attention on the whole step (median ratio): {ratio:.3f}x")
+    ratio = statistics.median(times["before"]) / statistics.median(times["after"])
+    print(f"speed-up on the whole step, before / after (median ratio): {ratio:.3f}x")
 
 
 if __name__ == "__main__":
