@@ -197,10 +197,13 @@ def render(
     metrics: Sequence[str] = PAPER_METRICS,
     command: str = "",
     order: Sequence[str] = (),
+    pairs: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The markdown results book for the runs collected under ``book``.
 
-    Models are listed in ``order`` (names not in it follow, baseline first, then by name).
+    Models are listed in ``order`` (names not in it follow, baseline first, then by name). Every
+    model is tested against ``baseline``; each ``(a, b)`` in ``pairs`` adds a test of b against a
+    on the datasets that hold both (e.g. ECL-SR against ICL-SR: what RID adds).
     """
     paper = load_paper(paper_file)  # a broken paper file fails before any run is read
     groups = sorted(load_book(book), key=lambda group: _rank(group.model, baseline, order))
@@ -216,7 +219,7 @@ def render(
     ]
     for dataset in sorted({group.dataset for group in groups}):  # groups stay in model order
         in_dataset = [group for group in groups if group.dataset == dataset]
-        lines += _dataset_section(dataset, in_dataset, paper, baseline, metrics)
+        lines += _dataset_section(dataset, in_dataset, paper, baseline, metrics, pairs)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -261,6 +264,7 @@ def _dataset_section(
     paper: dict[str, dict[str, dict[str, float]]],
     baseline: str,
     metrics: Sequence[str],
+    pairs: Sequence[tuple[str, str]] = (),
 ) -> list[str]:
     header = ["model", "seeds", *metrics, "epochs (best)", "patience", "wall time"]
     lines = [f"## {dataset}", "", _row(header), "|" + "---|" * len(header)]
@@ -275,7 +279,8 @@ def _dataset_section(
         cells.append(", ".join(str(_train_setting(run, "patience")) for run in group.runs))
         cells.append(", ".join(_duration(run.results.get("seconds")) for run in group.runs))
         lines.append(_row(cells))
-    lines += ["", *_significance_lines(groups, baseline, metrics), *_command_lines(groups), ""]
+    lines += ["", *_significance_lines(groups, baseline, metrics)]
+    lines += [*_pair_lines(groups, pairs, metrics), *_command_lines(groups), ""]
     return lines
 
 
@@ -287,15 +292,31 @@ def _significance_lines(
     if base is None or not others:
         return [f"No significance tests: this dataset needs `{baseline}` and another model.", ""]
     header = ["vs " + baseline, "users", *metrics]
-    lines = [_row(header), "|" + "---|" * len(header)]
-    for other in others:
-        tests = significance(base, other, metrics)
-        cells = [other.model, str(tests[0].n)]
-        for test in tests:
-            mark = " *" if max(test.p_t, test.p_w) < SIGNIFICANCE_ALPHA else ""
-            cells.append(f"{test.diff:+.4f} (t p={test.p_t:.1e}, W p={test.p_w:.1e}){mark}")
-        lines.append(_row(cells))
-    return [*lines, ""]
+    rows = [_test_row(other.model, significance(base, other, metrics)) for other in others]
+    return [_row(header), "|" + "---|" * len(header), *rows, ""]
+
+
+def _pair_lines(
+    groups: Sequence[ModelRuns], pairs: Sequence[tuple[str, str]], metrics: Sequence[str]
+) -> list[str]:
+    by_model = {group.model: group for group in groups}
+    present = [(a, b) for a, b in pairs if a in by_model and b in by_model]
+    if not present:
+        return []
+    header = ["B vs A", "users", *metrics]
+    rows = [
+        _test_row(f"{b} vs {a}", significance(by_model[a], by_model[b], metrics))
+        for a, b in present
+    ]
+    return [_row(header), "|" + "---|" * len(header), *rows, ""]
+
+
+def _test_row(label: str, tests: Sequence[PairedTest]) -> str:
+    cells = [label, str(tests[0].n)]
+    for test in tests:
+        mark = " *" if max(test.p_t, test.p_w) < SIGNIFICANCE_ALPHA else ""
+        cells.append(f"{test.diff:+.4f} (t p={test.p_t:.1e}, W p={test.p_w:.1e}){mark}")
+    return _row(cells)
 
 
 def _command_lines(groups: Sequence[ModelRuns]) -> list[str]:

@@ -36,6 +36,8 @@ def add_results_command(sub: argparse._SubParsersAction) -> None:
     render.add_argument("--baseline", default="sasrec-code",
                         help="model every other one is tested against (default sasrec-code)")  # fmt: skip
     render.add_argument("--models", default="", help="comma-separated model order")
+    render.add_argument("--pair", action="append", default=[], metavar="A:B",
+                        help="also test model B against model A (repeatable)")  # fmt: skip
     render.add_argument("--metric", action="append", default=[],
                         help=f"test metric (repeatable; default {', '.join(PAPER_METRICS)})")  # fmt: skip
     render.add_argument("--out", type=Path, default=None, help="write here instead of stdout")
@@ -64,6 +66,7 @@ def cmd_render(args: argparse.Namespace, out: Console) -> int:
         metrics=args.metric or PAPER_METRICS,
         command=_command_line(args),
         order=[name for name in args.models.split(",") if name],
+        pairs=[_pair(text) for text in args.pair],
     )
     if args.out is None:
         print(text, end="")
@@ -71,6 +74,14 @@ def cmd_render(args: argparse.Namespace, out: Console) -> int:
     rundir.atomic_write_bytes(args.out, text.encode("utf-8"))
     out.print(f"wrote {args.out}", highlight=False)
     return 0
+
+
+def _pair(text: str) -> tuple[str, str]:
+    first, sep, second = text.partition(":")
+    if not sep or not first or not second:
+        msg = f"--pair {text!r} must be two model names joined by a colon, e.g. icl-sr-code:ecl-sr-code."
+        raise EclsrError(msg)
+    return first, second
 
 
 def _check_generated(path: Path) -> None:
@@ -100,6 +111,8 @@ def _command_line(args: argparse.Namespace) -> str:
         parts += ["--models", args.models]
     for metric in args.metric:
         parts += ["--metric", metric]
+    for pair in args.pair:
+        parts += ["--pair", pair]
     if args.out is not None:
         parts += ["--out", str(args.out)]
     return shlex.join(parts)

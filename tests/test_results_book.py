@@ -163,3 +163,14 @@ def test_bad_inputs_fail_with_a_message(tmp_path, capsys):
 def test_load_run_reads_a_collected_run(book):
     run_record = load_run(book / "synthetic" / "base" / "seed-1")
     assert run_record.results["seed"] == 1 and run_record.history
+
+
+def test_pairs_add_tests_between_two_models(book, capsys):
+    text = render(book, baseline="base", pairs=[("contrastive", "base"), ("base", "absent")])
+    row = next(line for line in text.splitlines() if line.startswith("| base vs contrastive |"))
+    groups = {group.model: group for group in load_book(book)}
+    expected = significance(groups["contrastive"], groups["base"], ["recall@10"])[0]
+    assert f"{expected.diff:+.4f} (t p={expected.p_t:.1e}" in row
+    assert "absent" not in text  # a pair with a model the dataset lacks is skipped
+    assert main(["results", "render", str(book), "--pair", "no-colon"]) == 2
+    assert "joined by a colon" in capsys.readouterr().err
