@@ -216,11 +216,22 @@ def render(
         "",
         *_machine_lines(book),
         *_protocol_lines(groups),
+        *_paper_lines(paper_file),
     ]
     for dataset in sorted({group.dataset for group in groups}):  # groups stay in model order
         in_dataset = [group for group in groups if group.dataset == dataset]
         lines += _dataset_section(dataset, in_dataset, paper, baseline, metrics, pairs)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _paper_lines(paper_file: Path | None) -> list[str]:
+    if paper_file is None:
+        return []
+    return [
+        f"Published values in brackets come from `{paper_file.as_posix()}`; a model without one has "
+        "no published number there (a `-code` model is shown beside the paper's model of that name).",
+        "",
+    ]
 
 
 def _rank(model: str, baseline: str, order: Sequence[str]) -> tuple[int, int, str]:

@@ -100,6 +100,7 @@ def test_render_shows_means_paper_values_and_commands(book, paper_file):
             assert f"`{run_command(run.results)}`" in text  # recorded, or rebuilt from the seed
     contrastive_row = next(line for line in text.splitlines() if line.startswith("| contrastive |"))
     assert "(paper 0.5000)" in contrastive_row  # `contrastive` matches the paper's name exactly
+    assert f"come from `{paper_file.as_posix()}`" in text
     base_row = next(line for line in text.splitlines() if line.startswith("| base |"))
     assert "paper" not in base_row
 
