@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from eclsr.report import (
     check_protocols,
     load_ranks,
     load_run,
+    mean_std,
     run_command,
 )
 from eclsr.stats_tests import PairedTest, have_scipy, paired_tests, per_user_metric
@@ -52,12 +52,16 @@ class ModelRuns:
     runs: list[RunRecord]
 
 
+def dataset_name(results: dict[str, Any]) -> str:
+    """The dataset a run was evaluated on, from its recorded protocol."""
+    return str(results.get("protocol", {}).get("dataset", "unknown"))
+
+
 def model_name(results: dict[str, Any]) -> str:
     """The recipe name without its dataset suffix: ``ecl-sr-code-toys`` → ``ecl-sr-code``."""
     recipe = str(results.get("recipe") or "recipe")
-    dataset = str(results.get("protocol", {}).get("dataset", ""))
-    suffix = f"-{dataset}"
-    return recipe[: -len(suffix)] if dataset and recipe.endswith(suffix) else recipe
+    dataset = results.get("protocol", {}).get("dataset")
+    return recipe.removesuffix(f"-{dataset}") if dataset else recipe
 
 
 def collect(run_dirs: Sequence[Path], book: Path) -> list[Path]:
@@ -70,8 +74,8 @@ def collect(run_dirs: Sequence[Path], book: Path) -> list[Path]:
     for run_dir in run_dirs:
         run = load_run(run_dir)  # fails clearly on a folder that is not a finished run
         load_ranks(run)  # significance tests need the per-user ranks; fail now, not at render
-        dataset = str(run.results.get("protocol", {}).get("dataset", "unknown"))
-        target = book / dataset / model_name(run.results) / f"seed-{run.results.get('seed')}"
+        model = model_name(run.results)
+        target = book / dataset_name(run.results) / model / f"seed-{run.results.get('seed')}"
         target.mkdir(parents=True, exist_ok=True)
         for name in KEPT_FILES:
             if (run_dir / name).is_file():
@@ -124,8 +128,7 @@ def load_book(book: Path) -> list[ModelRuns]:
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     for results_file in sorted(book.rglob(rundir.RESULTS)):
         run = load_run(results_file.parent)
-        dataset = str(run.results.get("protocol", {}).get("dataset", "unknown"))
-        groups.setdefault((dataset, model_name(run.results)), []).append(run)
+        groups.setdefault((dataset_name(run.results), model_name(run.results)), []).append(run)
     if not groups:
         msg = f"{str(book)!r} holds no results.json; fill it with `eclsr results collect RUN_DIR ...`."
         raise EclsrError(msg)
@@ -161,17 +164,25 @@ def paper_value(
     return None
 
 
-def pooled_user_metric(runs: Sequence[RunRecord], metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(users, per-user metric averaged over seeds)``; every seed must rank the same users."""
-    users, _ = load_ranks(runs[0])
-    total = np.zeros(len(users), dtype=np.float64)
-    for run in runs:
-        run_users, ranks = load_ranks(run)
+def seed_ranks(group: ModelRuns) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``(users, each seed's test ranks)``, read once; every seed must rank the same users."""
+    users, first = load_ranks(group.runs[0])
+    ranks = [first]
+    for run in group.runs[1:]:
+        run_users, run_ranks = load_ranks(run)
         if not np.array_equal(run_users, users):
-            msg = f"{run.path} ranked different users than {runs[0].path}; seeds of one model must share the split."
+            msg = f"{run.path} ranked different users than {group.runs[0].path}; seeds of one model must share the split."
             raise EclsrError(msg)
-        total += per_user_metric(ranks, metric)
-    return users, total / len(runs)
+        ranks.append(run_ranks)
+    return users, ranks
+
+
+def seed_mean(ranks: Sequence[np.ndarray], metric: str) -> np.ndarray:
+    """Per-user ``metric`` averaged over seeds."""
+    total = np.zeros(len(ranks[0]), dtype=np.float64)
+    for seed in ranks:
+        total += per_user_metric(seed, metric)
+    return total / len(ranks)
 
 
 def significance(
@@ -179,15 +190,15 @@ def significance(
 ) -> list[PairedTest]:
     """Paired tests (other − baseline) over per-user test metrics, seeds averaged per user."""
     check_protocols([*baseline.runs, *other.runs])
-    tests = []
-    for metric in metrics:
-        users_a, a = pooled_user_metric(baseline.runs, metric)
-        users_b, b = pooled_user_metric(other.runs, metric)
-        if not np.array_equal(users_a, users_b):
-            msg = f"{baseline.model} and {other.model} on {baseline.dataset} ranked different users; they cannot be paired."
-            raise EclsrError(msg)
-        tests.append(paired_tests(a, b, metric))
-    return tests
+    users_a, ranks_a = seed_ranks(baseline)
+    users_b, ranks_b = seed_ranks(other)
+    if not np.array_equal(users_a, users_b):
+        msg = f"{baseline.model} and {other.model} on {baseline.dataset} ranked different users; they cannot be paired."
+        raise EclsrError(msg)
+    return [
+        paired_tests(seed_mean(ranks_a, metric), seed_mean(ranks_b, metric), metric)
+        for metric in metrics
+    ]
 
 
 def render(
@@ -284,7 +295,7 @@ def _dataset_section(
         for metric in metrics:
             values = [float(run.results["test"][metric]) for run in group.runs]
             reference = paper_value(paper, dataset, group.model, metric)
-            shown = _mean_std(values)
+            shown = mean_std(values, 4)
             cells.append(shown + (f" (paper {reference:.4f})" if reference is not None else ""))
         cells.append(", ".join(_epochs(run) for run in group.runs))
         cells.append(", ".join(str(_train_setting(run, "patience")) for run in group.runs))
@@ -341,13 +352,7 @@ def _command_lines(groups: Sequence[ModelRuns]) -> list[str]:
 
 
 def _train_setting(run: RunRecord, key: str) -> Any:
-    import yaml
-
-    try:
-        recipe = yaml.safe_load((run.path / rundir.RECIPE).read_text(encoding="utf-8"))
-        return recipe["train"][key]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        return "?"
+    return run.recipe.get("train", {}).get(key, "?")
 
 
 def _epochs(run: RunRecord) -> str:
@@ -361,12 +366,6 @@ def _duration(seconds: Any) -> str:
         return "?"
     minutes = round(seconds / 60)
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
-
-
-def _mean_std(values: Sequence[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
 def _row(cells: Sequence[str]) -> str:

@@ -33,7 +33,14 @@ class RunRecord:
     path: Path
     results: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
-    monitor: str = ""
+    recipe: dict[str, Any] = field(
+        default_factory=dict
+    )  # the resolved recipe.yaml ({} if unreadable)
+
+    @property
+    def monitor(self) -> str:
+        """The recipe's ``train.monitor`` (``""`` when unknown)."""
+        return str(self.recipe.get("train", {}).get("monitor", ""))
 
     @property
     def label(self) -> str:
@@ -42,7 +49,7 @@ class RunRecord:
 
 
 def load_run(path: str | Path) -> RunRecord:
-    """Read a finished run directory (results, per-epoch history, monitored metric)."""
+    """Read a finished run directory (results, per-epoch history, resolved recipe)."""
     import yaml
 
     run_dir = Path(path)
@@ -55,13 +62,11 @@ def load_run(path: str | Path) -> RunRecord:
                 history.append(json.loads(line))
             except json.JSONDecodeError:
                 break  # a line cut short by a crash: the epochs before it stand
-    monitor = ""
     try:
         recipe = yaml.safe_load(read_run_file(run_dir, rundir.RECIPE))
-        monitor = str(recipe.get("train", {}).get("monitor", ""))
-    except (EclsrError, yaml.YAMLError, AttributeError):
-        pass
-    return RunRecord(run_dir, results, history, monitor)
+    except (EclsrError, yaml.YAMLError):
+        recipe = None
+    return RunRecord(run_dir, results, history, recipe if isinstance(recipe, dict) else {})
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -282,12 +287,12 @@ def results_table(
         cells = [name, str(group[0].get("protocol", {}).get("dataset", "?")), str(len(group))]
         for metric in metrics:
             values = [r["test"][metric] for r in group if metric in r.get("test", {})]
-            text = _mean_std(values, 4)
+            text = mean_std(values, 4)
             cells.append(
                 text + (f" (paper {reference[metric]:.4f})" if metric in reference else "")
             )
-        cells.append(_mean_std([float(r.get("epochs_run", math.nan)) for r in group], 1))
-        cells.append(_mean_std([float(r.get("seconds", math.nan)) for r in group], 0))
+        cells.append(mean_std([float(r.get("epochs_run", math.nan)) for r in group], 1))
+        cells.append(mean_std([float(r.get("seconds", math.nan)) for r in group], 0))
         cells.append(
             f"`{run_command(group[0])}`"
             + (f" (seeds {', '.join(str(r.get('seed')) for r in group)})" if len(group) > 1 else "")
@@ -296,7 +301,8 @@ def results_table(
     return "\n".join(lines) + "\n"
 
 
-def _mean_std(values: Sequence[float], digits: int) -> str:
+def mean_std(values: Sequence[float], digits: int) -> str:
+    """``mean ± std`` (sample std) with ``digits`` decimals; one value alone; ``–`` for none."""
     if not values:
         return "–"
     mean = statistics.fmean(values)

@@ -66,7 +66,7 @@ def cmd_render(args: argparse.Namespace, out: Console) -> int:
         metrics=args.metric or PAPER_METRICS,
         command=_command_line(args),
         order=[name for name in args.models.split(",") if name],
-        pairs=[_pair(text) for text in args.pair],
+        pairs=[_pair(pair) for pair in args.pair],
     )
     if args.out is None:
         print(text, end="")
