@@ -18,8 +18,11 @@ from eclsr.components import (
     InvasiveAugmentationConfig,
     MildAugmentation,
     MildAugmentationConfig,
+    gather_positions,
+    last_k_positions,
     last_position,
     real_mask,
+    selected_positions,
 )
 from eclsr.errors import DataError, EclsrError, PluginError, RecipeError, RegistryError
 from eclsr.hookspecs import hookimpl
@@ -71,12 +74,15 @@ __all__ = [
     "RegistryError",
     "Step",
     "full_softmax_cross_entropy",
+    "gather_positions",
     "hookimpl",
+    "last_k_positions",
     "last_position",
     "load_dataset",
     "load_recipe",
     "real_mask",
     "registries",
     "run",
+    "selected_positions",
     "validate_recipe",
 ]

@@ -130,10 +130,25 @@ class Encoder(nn.Module):
         """
         raise NotImplementedError
 
+    def encode_at(self, items: Tensor, lengths: Tensor, positions: Tensor) -> Tensor:
+        """The hidden states at some positions only: ``[B, K, D]``, row b at ``positions[b]``.
+
+        Must equal ``gather_positions(self(items, lengths), positions)`` up to dropout draws.
+        This default does exactly that; an encoder that can skip work for the positions nobody
+        asked for overrides it (the transformer encoders run their last block's queries only
+        at ``positions``), which is what the dropout view, the generator and ranking call.
+
+        Args:
+            items: ``[B, T]`` item ids, right-padded with 0.
+            lengths: ``[B]`` number of real items per row.
+            positions: ``[B, K]`` indices into ``T`` (any valid index where a slot is unused).
+        """
+        return gather_positions(self(items, lengths), positions)
+
     def user_vectors(self, items: Tensor, lengths: Tensor) -> Tensor:
         """``[B, D]`` representation used for ranking: the hidden state at the last real item."""
-        hidden = self(items, lengths)  # [B, T, D]
-        return last_position(hidden, lengths)  # [B, D]
+        last = (lengths - 1).clamp(min=0).unsqueeze(1)  # [B, 1]
+        return self.encode_at(items, lengths, last).squeeze(1)  # [B, D]
 
     def item_vectors(self, item_embedding: nn.Embedding, num_items: int) -> Tensor:
         """``[N+1, D]`` vectors scored against user vectors (row 0 is padding, never ranked)."""
@@ -146,6 +161,15 @@ class MildAugmentation(nn.Module):
     def forward(self, step: Step, hidden: Tensor) -> Tensor:
         """Return ``[B, T, D]``: a view of ``hidden`` (the UBE's first pass over ``step.batch``)."""
         raise NotImplementedError
+
+    def view_at(self, step: Step, hidden: Tensor, positions: Tensor) -> Tensor:
+        """The view at some positions only, ``[B, K, D]`` (``positions`` as in ``Encoder.encode_at``).
+
+        A consumer that needs only a few positions (InfoNCE pools the last k) calls this. The
+        default gathers from :meth:`forward`; a view that re-encodes the batch overrides it to
+        let the encoder skip the rest.
+        """
+        return gather_positions(self(step, hidden), positions)
 
 
 @dataclass
@@ -215,6 +239,40 @@ def last_position(hidden: Tensor, lengths: Tensor) -> Tensor:
     """Gather ``hidden[b, lengths[b]-1]`` → ``[B, D]``."""
     index = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
     return hidden.gather(1, index).squeeze(1)
+
+
+def gather_positions(hidden: Tensor, positions: Tensor) -> Tensor:
+    """``hidden[b, positions[b, k]]`` → ``[B, K, D]``."""
+    index = positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1))  # [B, K, D]
+    return hidden.gather(1, index)
+
+
+def selected_positions(selected: Tensor) -> tuple[Tensor, Tensor]:
+    """The True positions of each row of ``selected [B, T]``, left-aligned and padded.
+
+    Returns ``positions [B, K]`` (K = most True in a row; ascending within a row) and
+    ``valid [B, K]``, so ``x[valid]`` after gathering ``positions`` lists the same rows, in the
+    same order, as ``x[selected]`` on the full ``[B, T, ...]`` tensor. Unused slots hold some
+    position of the row (harmless to compute, dropped by ``valid``).
+    """
+    counts = selected.sum(dim=1)  # [B]
+    width = int(counts.max()) if counts.numel() else 0
+    # A stable sort of "not selected" puts the selected positions first, in their order.
+    order = torch.sort((~selected).to(torch.uint8), dim=1, stable=True).indices[:, :width]
+    valid = torch.arange(width, device=selected.device).unsqueeze(0) < counts.unsqueeze(1)
+    return order, valid
+
+
+def last_k_positions(lengths: Tensor, k: int, width: int) -> tuple[Tensor, Tensor]:
+    """The last ``min(k, length)`` real positions of each right-padded row.
+
+    Returns ``positions [B, K]`` with K = min(k, width) and ``valid [B, K]`` (False where a row
+    has fewer than K items; those slots point at real or padding positions inside the row).
+    """
+    size = min(k, width)
+    start = (lengths - size).clamp(min=0)  # [B]
+    positions = start.unsqueeze(1) + torch.arange(size, device=lengths.device)  # [B, K]
+    return positions, positions < lengths.unsqueeze(1)
 
 
 def real_mask(lengths: Tensor, width: int) -> Tensor:

@@ -333,3 +333,94 @@ def test_training_block_uses_dropout_and_keeps_causality():
     torch.testing.assert_close(first[1, :4], second[1, :4])
     torch.manual_seed(4)
     assert not torch.allclose(encoder(items, lengths), first)  # dropout is active
+
+
+# --------------------------------------------------------------------------- states at some positions
+
+
+def some_positions() -> torch.Tensor:
+    """[B, K] positions with repeats and out-of-order slots (all inside each row's width)."""
+    return torch.tensor([[3, 0, 1, 3], [5, 2, 4, 0], [0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("name", ["sasrec", "bert4rec"])
+def test_encode_at_equals_the_full_pass_at_those_positions(name, layers):
+    enc = build(name, layers=layers).eval()
+    items, lengths = batch()
+    positions = some_positions()
+    full = enc(items, lengths)  # [B, T, D]
+    expected = full[torch.arange(3).unsqueeze(1), positions]
+    torch.testing.assert_close(enc.encode_at(items, lengths, positions), expected)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "bert4rec"])
+def test_encode_at_in_training_takes_the_cpu_dropout_path_and_matches_without_drops(
+    name, monkeypatch
+):
+    """Training with p > 0 runs ``attention_with_dropout`` on a [B, 1, K, T] mask; with every
+    draw kept (the mask patched to ones, residual dropout off) it must equal the full pass."""
+    import eclsr.plugins.encoders._transformer as transformer
+
+    enc = build(name, dropout=0.0, attn_dropout=0.3).train()
+    calls = []
+
+    def keep_all(x, p):
+        calls.append(p)
+        return torch.ones_like(x)
+
+    monkeypatch.setattr(transformer, "keep_mask", keep_all)
+    items, lengths = batch()
+    positions = some_positions()
+    expected = enc(items, lengths)[torch.arange(3).unsqueeze(1), positions]
+    got = enc.encode_at(items, lengths, positions)
+    torch.testing.assert_close(got, expected)
+    assert calls == [0.3] * 4  # two blocks per pass, two passes: the dropout path ran
+
+
+def test_encode_at_gradients_reach_every_weight_of_the_last_block():
+    enc = build("sasrec").train()
+    items, lengths = batch()
+    enc.encode_at(items, lengths, some_positions()).sum().backward()
+    last = enc.blocks[-1]
+    for param_name, param in last.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, param_name
+
+
+def test_gru4rec_uses_the_default_gather():
+    enc = build("gru4rec").eval()
+    items, lengths = batch()
+    positions = some_positions()
+    expected = enc(items, lengths)[torch.arange(3).unsqueeze(1), positions]
+    torch.testing.assert_close(enc.encode_at(items, lengths, positions), expected)
+
+
+def test_encode_at_with_no_positions_gives_an_empty_result():
+    enc = build("bert4rec").train()
+    items, lengths = batch()
+    out = enc.encode_at(items, lengths, torch.zeros(3, 0, dtype=torch.long))
+    assert out.shape == (3, 0, D)
+
+
+def test_selected_positions_lists_rows_like_boolean_indexing():
+    from eclsr import gather_positions, selected_positions
+
+    selected = torch.tensor(
+        [[False, True, False, True, True], [False] * 5, [True, False, False, False, False]]
+    )
+    hidden = torch.randn(3, 5, 4)
+    positions, valid = selected_positions(selected)
+    assert positions.shape == (3, 3)
+    assert valid.tolist() == [[True] * 3, [False] * 3, [True, False, False]]
+    assert positions[0].tolist() == [1, 3, 4] and positions[2, 0] == 0
+    torch.testing.assert_close(gather_positions(hidden, positions)[valid], hidden[selected])
+
+
+def test_last_k_positions_covers_the_last_real_items():
+    from eclsr import last_k_positions
+
+    positions, valid = last_k_positions(torch.tensor([5, 2, 0]), k=3, width=6)
+    assert positions.tolist() == [[2, 3, 4], [0, 1, 2], [0, 1, 2]]
+    assert valid.tolist() == [[True] * 3, [True, True, False], [False] * 3]
+    positions, valid = last_k_positions(torch.tensor([2]), k=10, width=2)
+    assert positions.tolist() == [[0, 1]] and valid.all()

@@ -35,6 +35,10 @@ class DropoutView(MildAugmentation):
         """Return ``[B, T, D]``: the UBE's hidden states from a fresh stochastic pass."""
         return step.encoder(step.batch.items, step.batch.lengths)  # [B, T, D]
 
+    def view_at(self, step: Step, hidden: Tensor, positions: Tensor) -> Tensor:
+        """``[B, K, D]``: the fresh pass at ``positions`` only (the encoder may skip the rest)."""
+        return step.encoder.encode_at(step.batch.items, step.batch.lengths, positions)
+
 
 @hookimpl
 def eclsr_register_augmentations(register: Callable[[type], None]) -> None:

@@ -15,7 +15,7 @@ import torch.nn.functional as F  # noqa: N812
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from eclsr import BuildContext, EclsrError, Encoder, EncoderConfig, real_mask
+from eclsr import BuildContext, EclsrError, Encoder, EncoderConfig, gather_positions, real_mask
 from eclsr.layers import FastDropout, keep_mask
 
 
@@ -71,30 +71,73 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.dropout = FastDropout(config.dropout)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None, causal: bool) -> Tensor:
-        """``[B, T, D]`` → ``[B, T, D]``; ``attn_mask`` is boolean ``[B, 1, 1, T]`` (True = attend)."""
-        x = self.norm1(x + self.dropout(self.attention(x, attn_mask, causal)))  # [B, T, D]
-        return self.norm2(x + self.dropout(self.ffn(x)))  # [B, T, D]
+    def forward(
+        self, x: Tensor, attn_mask: Tensor | None, causal: bool, queries: Tensor | None = None
+    ) -> Tensor:
+        """``[B, T, D]`` → ``[B, T, D]``, or ``[B, K, D]`` at ``queries`` only.
 
-    def attention(self, x: Tensor, attn_mask: Tensor | None, causal: bool) -> Tensor:
-        """Multi-head scaled dot-product attention, ``[B, T, D]`` → ``[B, T, D]``."""
+        Args:
+            x: ``[B, T, D]`` block input.
+            attn_mask: boolean ``[B, 1, 1, T]`` key mask (True = attend), or None.
+            causal: position t attends to keys ≤ t only.
+            queries: optional ``[B, K]`` positions: compute the block's output only there. Keys
+                and values still come from every position, so the result equals the full
+                block's output at those positions (up to dropout draws) at a fraction of the
+                cost (used for the last block when only some states are needed).
+        """
+        residual = x if queries is None else gather_positions(x, queries)  # [B, T|K, D]
+        x = self.norm1(residual + self.dropout(self.attention(x, attn_mask, causal, queries)))
+        return self.norm2(x + self.dropout(self.ffn(x)))
+
+    def attention(
+        self, x: Tensor, attn_mask: Tensor | None, causal: bool, queries: Tensor | None = None
+    ) -> Tensor:
+        """Multi-head scaled dot-product attention, ``[B, T, D]`` → ``[B, T|K, D]``."""
         batch, width, hidden = x.shape
-        qkv = self.qkv(x).view(batch, width, 3, self.heads, hidden // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 × [B, H, T, D/H]
+        split = (self.heads, hidden // self.heads)
+        if queries is None:
+            qkv = self.qkv(x).view(batch, width, 3, *split)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 × [B, H, T, D/H]
+        else:
+            # Queries from the selected rows only; keys and values from every position.
+            w, b = self.qkv.weight, self.qkv.bias
+            picked = gather_positions(x, queries)  # [B, K, D]
+            q = F.linear(picked, w[:hidden], b[:hidden]).view(batch, queries.size(1), *split)
+            q = q.transpose(1, 2)  # [B, H, K, D/H]
+            kv = F.linear(x, w[hidden:], b[hidden:]).view(batch, width, 2, *split)
+            k, v = kv.permute(2, 0, 3, 1, 4)  # 2 × [B, H, T, D/H]
+            attn_mask = query_key_mask(attn_mask, causal, queries, width)  # [B, 1, K, T]
+            causal = False  # now carried by the mask
         p = self.attn_dropout if self.training else 0.0
         if p > 0.0 and x.device.type == "cpu":
-            y = attention_with_dropout(q, k, v, attn_mask, causal, p)  # [B, H, T, D/H]
+            y = attention_with_dropout(q, k, v, attn_mask, causal, p)  # [B, H, T|K, D/H]
         else:
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=causal
-            )  # [B, H, T, D/H]
-        return self.proj(y.transpose(1, 2).reshape(batch, width, hidden))  # [B, T, D]
+            )  # [B, H, T|K, D/H]
+        return self.proj(y.transpose(1, 2).reshape(batch, q.size(2), hidden))  # [B, T|K, D]
+
+
+def query_key_mask(attn_mask: Tensor | None, causal: bool, queries: Tensor, width: int) -> Tensor:
+    """Boolean ``[B, 1, K, T]``: which keys the query at ``queries[b, k]`` may attend to."""
+    keys = torch.arange(width, device=queries.device)  # [T]
+    if causal:
+        allowed = keys.view(1, 1, -1) <= queries.unsqueeze(-1)  # [B, K, T]
+    else:
+        allowed = torch.ones(
+            (*queries.shape, width), dtype=torch.bool, device=queries.device
+        )  # [B, K, T]
+    allowed = allowed.unsqueeze(1)  # [B, 1, K, T]
+    return allowed if attn_mask is None else allowed & attn_mask
 
 
 def attention_with_dropout(
     q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, causal: bool, p: float
 ) -> Tensor:
-    """Softmax attention with dropout ``p`` on the probabilities, ``[B, H, T, d]`` → same.
+    """Softmax attention with dropout ``p`` on the probabilities, ``[B, H, Tq, d]`` → same.
+
+    Keys and values are ``[B, H, T, d]``; ``attn_mask`` is boolean and broadcasts to
+    ``[B, 1, Tq, T]`` (True = attend); ``causal`` needs ``Tq == T``.
 
     Why not SDPA: on CPU, ``scaled_dot_product_attention`` with ``dropout_p > 0`` takes its math
     path, which draws the mask with ``bernoulli_``, clones per head and checks the mask with
@@ -102,30 +145,36 @@ def attention_with_dropout(
     :class:`~eclsr.layers.FastDropout`) measured about 1.4x faster forward + backward at the
     ML-1m code shape (B 256, H 2, T 50, d 32). Same distribution, same global generator.
     """
-    batch, heads, width, head_dim = q.shape
-    bias = additive_mask(attn_mask, causal, width, q.dtype, q.device)  # [T, T] or [B, 1, T, T]
-    bias = bias.expand(batch, heads, width, width).reshape(batch * heads, width, width)
+    batch, heads, rows, head_dim = q.shape
+    width = k.size(2)
+    bias = additive_mask(attn_mask, causal, rows, width, q.dtype, q.device)
+    bias = bias.expand(batch, heads, rows, width).reshape(batch * heads, rows, width)
     scores = torch.baddbmm(
         bias,
-        q.reshape(batch * heads, width, head_dim),
+        q.reshape(batch * heads, rows, head_dim),
         k.reshape(batch * heads, width, head_dim).transpose(1, 2),
         alpha=head_dim**-0.5,
-    )  # [B·H, T, T]
+    )  # [B·H, Tq, T]
     probs = torch.softmax(scores, dim=-1)
     probs = probs * keep_mask(probs, p)
-    y = torch.bmm(probs, v.reshape(batch * heads, width, v.size(-1)))  # [B·H, T, d]
-    return y.view(batch, heads, width, v.size(-1))
+    y = torch.bmm(probs, v.reshape(batch * heads, width, v.size(-1)))  # [B·H, Tq, d]
+    return y.view(batch, heads, rows, v.size(-1))
 
 
 def additive_mask(
-    attn_mask: Tensor | None, causal: bool, width: int, dtype: torch.dtype, device: torch.device
+    attn_mask: Tensor | None,
+    causal: bool,
+    rows: int,
+    width: int,
+    dtype: torch.dtype,
+    device: torch.device,
 ) -> Tensor:
-    """0 where a query may attend, −inf elsewhere: ``[T, T]``, or ``[B, 1, T, T]`` with a key mask."""
-    blocked = torch.zeros(width, width, dtype=torch.bool, device=device)
+    """0 where a query may attend, −inf elsewhere: ``[Tq, T]``, or broadcast with ``attn_mask``."""
+    blocked = torch.zeros(rows, width, dtype=torch.bool, device=device)
     if causal:
         blocked = blocked | torch.ones_like(blocked).triu(1)
     if attn_mask is not None:
-        blocked = blocked | ~attn_mask  # → [B, 1, T, T]
+        blocked = blocked | ~attn_mask  # → [B, 1, Tq, T]
     return torch.zeros(blocked.shape, dtype=dtype, device=device).masked_fill_(
         blocked, float("-inf")
     )
@@ -167,16 +216,36 @@ class TransformerEncoder(Encoder):
 
     def forward(self, items: Tensor, lengths: Tensor, input_offset: Tensor | None = None) -> Tensor:
         """Encode right-padded ``items`` ``[B, T]`` (T <= max_len) → ``[B, T, D]``."""
+        return self._encode(items, lengths, input_offset, None)
+
+    def encode_at(self, items: Tensor, lengths: Tensor, positions: Tensor) -> Tensor:
+        """``[B, K, D]`` states at ``positions [B, K]``: the last block runs only those queries.
+
+        Every earlier block still runs at every position (later keys need them), so the saving
+        is most of the last block: with pooling over the last 20 of 50 positions, or the
+        generator's ~20% masked positions, about half of one block of the pass.
+        """
+        return self._encode(items, lengths, None, positions)
+
+    def _encode(
+        self,
+        items: Tensor,
+        lengths: Tensor,
+        input_offset: Tensor | None,
+        positions: Tensor | None,
+    ) -> Tensor:
         width = items.size(1)
         check_width(width, self.max_len)
         x = self.item_embedding(items)  # [B, T, D]
         if input_offset is not None:
             x = x + input_offset  # [B, T, D]
-        positions = torch.arange(width, device=items.device)  # [T], 0 = oldest item
-        x = self.dropout(self.norm(x + self.position_embedding(positions)))  # [B, T, D]
+        steps = torch.arange(width, device=items.device)  # [T], 0 = oldest item
+        x = self.dropout(self.norm(x + self.position_embedding(steps)))  # [B, T, D]
         attn_mask = None if self.causal else key_padding_mask(lengths, width)  # [B, 1, 1, T]
-        for block in self.blocks:
-            x = block(x, attn_mask, self.causal)  # [B, T, D]
+        last = len(self.blocks) - 1
+        for index, block in enumerate(self.blocks):
+            queries = positions if index == last else None
+            x = block(x, attn_mask, self.causal, queries)  # [B, T, D]; last: [B, K, D]
         return x
 
 

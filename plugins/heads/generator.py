@@ -26,6 +26,7 @@ from eclsr import (
     full_softmax_cross_entropy,
     hookimpl,
     real_mask,
+    selected_positions,
 )
 
 if TYPE_CHECKING:
@@ -133,8 +134,9 @@ class GeneratorHead(Head):
         with frozen:
             masked = draw_mask(step.generator, lengths, items.size(1), mask_ratio)  # [B, T]
             masked_items = items.masked_fill(masked, step.mask_token)  # [B, T]
-            hidden = self.encoder(masked_items, lengths)  # [B, T, D]
-            states = hidden[masked]  # [M, D]
+            # Only the masked positions are scored, so the encoder's last block runs there only.
+            positions, valid = selected_positions(masked)  # [B, K]
+            states = self.encoder.encode_at(masked_items, lengths, positions)[valid]  # [M, D]
         predictions = items.clone()
         predictions[masked] = self._argmax_items(step, states)
         return GeneratorOutput(masked, masked_items, predictions, states, items[masked])

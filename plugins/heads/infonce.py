@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from eclsr import BuildContext, EclsrError, Head, HeadConfig, Step, hookimpl
+from eclsr import BuildContext, EclsrError, Head, HeadConfig, Step, hookimpl, last_k_positions
 
 if TYPE_CHECKING:
     from eclsr.components import AugmentationSlot
@@ -113,7 +113,10 @@ class InfoNCEHead(Head):
         if first and not self.config.augment_both:
             return pool_last_k(step.hidden, batch.lengths, k)
         if not self.invasive:
-            return pool_last_k(self.view(step, step.hidden), batch.lengths, k)
+            # Only the pooled window is needed: a view that re-encodes (dropout) then runs its
+            # encoder's last block at those positions alone.
+            positions, valid = last_k_positions(batch.lengths, k, batch.items.size(1))
+            return pool_window(self.view.view_at(step, step.hidden, positions), valid)
         augmented = self.view(step, batch.items, batch.lengths)
         hidden = step.encoder(augmented.items, augmented.lengths)  # [B, T', D]
         return pool_last_k(hidden, augmented.lengths, k)
@@ -149,6 +152,16 @@ def pool_last_k(hidden: Tensor, lengths: Tensor, k: int) -> Tensor:
     window = (position < lengths) & (position >= lengths - k)  # [B, T]
     summed = hidden.masked_fill(~window.unsqueeze(-1), 0.0).sum(dim=1)  # [B, D]
     count = window.sum(dim=1, keepdim=True).clamp(min=1).to(hidden.dtype)  # [B, 1]
+    return summed / count
+
+
+def pool_window(states: Tensor, valid: Tensor) -> Tensor:
+    """Mean of ``states [B, K, D]`` over the slots where ``valid [B, K]`` (zeros if none).
+
+    With ``last_k_positions`` this is :func:`pool_last_k` on states gathered at the window.
+    """
+    summed = states.masked_fill(~valid.unsqueeze(-1), 0.0).sum(dim=1)  # [B, D]
+    count = valid.sum(dim=1, keepdim=True).clamp(min=1).to(states.dtype)  # [B, 1]
     return summed / count
 
 
