@@ -26,7 +26,7 @@ from eclsr.components import (
 )
 from eclsr.errors import DataError, EclsrError, PluginError, RecipeError, RegistryError
 from eclsr.hookspecs import hookimpl
-from eclsr.losses import full_softmax_cross_entropy
+from eclsr.losses import best_items, full_softmax_cross_entropy
 from eclsr.step import Batch, Step
 
 __version__ = "0.1.0"
@@ -73,6 +73,7 @@ __all__ = [
     "RecipeError",
     "RegistryError",
     "Step",
+    "best_items",
     "full_softmax_cross_entropy",
     "gather_positions",
     "hookimpl",

@@ -142,26 +142,36 @@ def load_job_data(recipe: Any, dataset: str) -> Any:
 # --------------------------------------------------------------------------- FLOPs
 
 
-def encoder_flops(config: Any, tokens: float, width: int) -> float | None:
+def encoder_flops(
+    config: Any, tokens: float, width: int, queries: float | None = None
+) -> float | None:
     """Forward FLOPs of a transformer encoder over ``tokens`` real tokens in rows of ``width``.
 
     Per token and layer: 2·(4·D² + 2·D·inner) for the QKV, output and FFN matmuls, plus
-    4·width·D for QKᵀ and AV (dense over the batch width). None for non-transformers.
+    4·width·D for QKᵀ and AV (dense over the batch width). ``queries``: the states actually
+    needed (``Encoder.encode_at``); the last layer then runs its keys and values (2·2·D²) at
+    every token but the rest, 2·(2·D² + 2·D·inner) + 4·width·D, at those queries only.
+    None for non-transformers.
     """
     if config.name == "pop":
         return 0.0
     if not hasattr(config, "inner_size"):
         return None
     d, inner = config.hidden_size(), config.inner_size
-    return tokens * config.layers * (2.0 * (4 * d * d + 2 * d * inner) + 4.0 * width * d)
+    per_query = 2.0 * (2 * d * d + 2 * d * inner) + 4.0 * width * d
+    per_token = 2.0 * (2 * d * d) + per_query
+    last = tokens * 2.0 * (2 * d * d) + (tokens if queries is None else queries) * per_query
+    return tokens * (config.layers - 1) * per_token + last
 
 
 def batch_flops(recipe: Any, lengths: np.ndarray, width: int, num_items: int) -> float | None:
     """Model FLOPs of one training step (forward + backward = 3× forward where gradients flow).
 
-    Counts the UBE passes (first pass; dropout view; RID pass), the full-softmax projections
-    (6·P·V·D), the generator's pass (3× with gradient, 1× frozen), its loss (6·M·V·D) and argmax
-    (2·M·N·D). None when a component has no formula here (e.g. GRU4Rec, aug_prediction).
+    Counts the UBE passes (first pass; dropout view, whose last layer runs only at the pooled
+    window; RID pass), the full-softmax projections (6·P·V·D), the generator's pass (3×; last
+    layer at its M masked positions only), its loss (6·M·V·D) and, where S'' is not filled
+    from that loss's logits, the argmax (2·M·N·D). None when a component has no formula here
+    (e.g. GRU4Rec, aug_prediction).
     """
     tokens, batch = float(lengths.sum()), len(lengths)
     d, vocab = recipe.encoder.hidden_size(), num_items + 1
@@ -178,21 +188,24 @@ def batch_flops(recipe: Any, lengths: np.ndarray, width: int, num_items: int) ->
         elif head.name == "infonce":
             if head.extra != "none":
                 return None
-            passes = int(head.view.name == "dropout" or head.view.intensity == "invasive")
+            if head.view.name == "dropout":
+                window = float(np.minimum(lengths, head.pooling_k).sum())
+                total += 3.0 * (encoder_flops(recipe.encoder, tokens, width, window) or 0.0)
+            passes = int(head.view.intensity == "invasive")
             total += 3.0 * ube * (passes + int(head.augment_both)) + 6.0 * batch * batch * d
         elif head.name == "generator":
-            gen = encoder_flops(head.encoder, tokens, width)
+            masked = expected_masked(lengths, head.mask_ratio)
+            gen = encoder_flops(head.encoder, tokens, width, masked)
             if gen is None:
                 return None
-            masked = expected_masked(lengths, head.mask_ratio)
             generated.add(head.mask_ratio)
-            total += 3.0 * gen + 6.0 * masked * vocab * d + 2.0 * masked * num_items * d
+            total += 3.0 * gen + 6.0 * masked * vocab * d
         elif head.name == "rid":
             aug = head.augmentation
             if aug.name == "masked_substitution" and aug.mask_ratio not in generated:
                 gen_head = next(h for h in recipe.heads if h.name == "generator")
                 masked = expected_masked(lengths, aug.mask_ratio)
-                total += encoder_flops(gen_head.encoder, tokens, width) or 0.0
+                total += encoder_flops(gen_head.encoder, tokens, width, masked) or 0.0
                 total += 2.0 * masked * num_items * d
             total += 3.0 * ube
             if head.condition == "concat":

@@ -117,14 +117,21 @@ def test_flop_formulas_match_a_hand_count(registries):
     masked = expected_masked(lengths, 0.2)
     assert masked == pytest.approx(0.2 * 8 + 0.8**5 + 0.8**3)
     ube = 8 * per_token
+    # One layer, so it is the last: keys and values at all 8 tokens, the rest at the masked ones.
+    generator = 8 * 2 * 2 * d * d + masked * (per_token - 2 * 2 * d * d)
+    assert encoder_flops(recipe.encoder, 8, width, masked) == pytest.approx(generator)
     expected = (
         3 * ube
         + 6 * 8 * (n + 1) * d  # UBE pass 1 + next-item projection
-        + 3 * ube
-        + 6 * 2 * 2 * d  # dropout view + InfoNCE similarities
-        + 3 * ube
-        + 6 * masked * (n + 1) * d
-        + 2 * masked * n * d  # generator pass, loss, argmax
+        + 3 * ube  # dropout view: its pooled window (k = 5) covers all 8 tokens here
+        + 6 * 2 * 2 * d  # InfoNCE similarities
+        + 3 * generator
+        + 6 * masked * (n + 1) * d  # generator pass and loss; S'' reuses the loss's argmax
         + 3 * ube  # RID pass (add conditioning); the generator pass is shared
     )
     assert batch_flops(recipe, lengths, width, n) == pytest.approx(expected)
+    # Two layers and a window shorter than the rows: only the last layer shrinks.
+    two = recipe.encoder.model_copy(update={"layers": 2})
+    window = 3 + 3  # min(3, 5) + min(3, 3)
+    last = 8 * 2 * 2 * d * d + window * (per_token - 2 * 2 * d * d)
+    assert encoder_flops(two, 8, width, window) == pytest.approx(8 * per_token + last)

@@ -146,9 +146,9 @@ class EchoGenerator(nn.Module):
         items = step.batch.items if items is None else items
         lengths = step.batch.lengths if lengths is None else lengths
         masked = draw_mask(step.generator, lengths, items.size(1), mask_ratio)
-        predictions = torch.where(masked, self.predict(items), items)
         states = torch.zeros(int(masked.sum()), D)
-        return GeneratorOutput(masked, items, predictions, states, items[masked])
+        fill = self.predict(items)[masked]  # [M]
+        return GeneratorOutput(masked, items, states, items[masked], items, lambda _: fill)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -412,6 +412,19 @@ def test_generator_loss_is_cross_entropy_at_masked_positions_only():
     assert torch.equal(out.predictions[out.masked], best[out.masked])
     assert torch.equal(out.predictions[~out.masked], items[~out.masked])
     assert out.predictions[out.masked].min() >= 1 and out.predictions.max() <= N
+
+
+def test_generator_predictions_agree_whether_the_loss_ran_first_or_not():
+    """The loss hands its argmax to S''; without the loss, S'' scores the states itself."""
+    ctx = make_ctx()
+    head = tiny_generator(ctx)
+    after_loss = make_step(ctx, seed=3)
+    head(after_loss)
+    offered = head.generate(after_loss, 0.5)
+    alone = head.generate(make_step(ctx, seed=3), 0.5)  # same mask, no loss ran
+    assert offered._best is not None and alone._best is None
+    assert torch.equal(offered.predictions, alone.predictions)
+    assert not offered.predictions.requires_grad
 
 
 def test_generator_trains_shared_embedding_and_its_own_encoder_not_the_ube():

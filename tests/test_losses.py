@@ -66,3 +66,32 @@ def test_keep_mask_equals_the_plain_formula_for_the_same_draws():
     assert torch.equal(y, x * plain)
     y.sum().backward()
     assert torch.equal(x.grad, plain)  # the gradient is the mask itself
+
+
+def test_auto_chunking_and_argmax_match_the_reference():
+    gen = torch.Generator().manual_seed(2)
+    h = torch.randn(300, 8, generator=gen, requires_grad=True)
+    w = torch.randn(13, 8, generator=gen, requires_grad=True)
+    t = torch.randint(0, 13, (300,), generator=gen)
+    for chunk in (None, 40):  # auto (one chunk here) and 3-row chunks
+        loss, best = full_softmax_cross_entropy(h, w, t, chunk, return_argmax=True)
+        torch.testing.assert_close(loss, F.cross_entropy(h @ w.t(), t))
+        expected = (h @ w[1:].t()).argmax(dim=1) + 1  # padding row 0 never wins
+        assert torch.equal(best, expected)
+        assert not best.requires_grad
+
+
+def test_a_target_far_below_the_best_gets_its_exact_loss():
+    """softmax underflows to 0 for the target: the loss must stay finite and exact (≈ 200)."""
+    h = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    w = torch.tensor([[100.0, 0.0], [-100.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    t = torch.tensor([1, 2])  # row 0: logits [100, -100, 0], target -100
+    loss = full_softmax_cross_entropy(h, w, t)
+    ref = F.cross_entropy(h @ w.t(), t)
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(loss, ref)
+    loss.backward()
+    gh = h.grad.clone()
+    h.grad = None
+    F.cross_entropy(h @ w.t(), t).backward()
+    torch.testing.assert_close(gh, h.grad)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -23,6 +23,7 @@ from eclsr import (
     Head,
     HeadConfig,
     Step,
+    best_items,
     full_softmax_cross_entropy,
     hookimpl,
     real_mask,
@@ -50,8 +51,11 @@ class GeneratorConfig(HeadConfig):
         lt=1.0,
         description="γ: probability that each real position is masked (at least one per row).",
     )
-    chunk_elements: int = Field(
-        1 << 24, gt=0, description="Most logits materialised at once in the full-softmax loss."
+    chunk_elements: int | None = Field(
+        None,
+        gt=0,
+        description="Most logits materialised at once in the full-softmax loss; None = auto "
+        "(2 Mi, at least 256 rows, on CPU, where the chunk then stays in cache; 16 Mi on GPU).",
     )
 
     def build(self, ctx: BuildContext) -> GeneratorHead:
@@ -68,18 +72,41 @@ class GeneratorOutput:
     Attributes:
         masked: ``[B, T]`` bool, True where the input was replaced by [MASK].
         masked_items: ``[B, T]`` the generator's input (items with [MASK] at masked positions).
-        predictions: ``[B, T]`` argmax item (in 1..N) at masked positions, the original item
-            elsewhere (padding stays 0). Carries no gradient.
         states: ``[M, D]`` generator states at the masked positions, row-major order
             (``items[masked]`` order); with gradient unless the generator is frozen.
         targets: ``[M]`` original items at the masked positions.
+        items: ``[B, T]`` the original sequences.
+        best_items: computes ``[M]`` argmax items (1..N) from ``states`` when nobody offered them.
     """
 
     masked: Tensor
     masked_items: Tensor
-    predictions: Tensor
     states: Tensor
     targets: Tensor
+    items: Tensor
+    best_items: Callable[[Tensor], Tensor]
+    _best: Tensor | None = field(default=None, repr=False)
+    _predictions: Tensor | None = field(default=None, repr=False)
+
+    def offer_best(self, best: Tensor) -> None:
+        """Hand over the argmax the generator loss read from its logits (saves a matmul)."""
+        if self._best is None:
+            self._best = best.detach()
+
+    @property
+    def predictions(self) -> Tensor:
+        """``[B, T]`` argmax item (in 1..N) at masked positions, the original item elsewhere.
+
+        Padding stays 0; carries no gradient. Computed on first use: from the generator loss's
+        argmax when it ran first (the usual recipe order), else by scoring ``states``.
+        """
+        if self._predictions is None:
+            with torch.no_grad():
+                best = self._best if self._best is not None else self.best_items(self.states)
+                predictions = self.items.clone()
+                predictions[self.masked] = best
+            self._predictions = predictions
+        return self._predictions
 
 
 class GeneratorHead(Head):
@@ -95,9 +122,14 @@ class GeneratorHead(Head):
         if step.generator_frozen:
             return {}
         out = self.generate(step, self.config.mask_ratio)
-        loss = full_softmax_cross_entropy(
-            out.states, step.item_weights, out.targets, self.config.chunk_elements
+        loss, best = full_softmax_cross_entropy(
+            out.states,
+            step.item_weights,
+            out.targets,
+            self.config.chunk_elements,
+            return_argmax=True,
         )
+        out.offer_best(best)  # the masked substitution then fills S'' without another matmul
         return step.global_mean(loss, out.targets.numel())
 
     def generate(
@@ -137,17 +169,14 @@ class GeneratorHead(Head):
             # Only the masked positions are scored, so the encoder's last block runs there only.
             positions, valid = selected_positions(masked)  # [B, K]
             states = self.encoder.encode_at(masked_items, lengths, positions)[valid]  # [M, D]
-        predictions = items.clone()
-        predictions[masked] = self._argmax_items(step, states)
-        return GeneratorOutput(masked, masked_items, predictions, states, items[masked])
-
-    @torch.no_grad()
-    def _argmax_items(self, step: Step, states: Tensor) -> Tensor:
-        """``[M]`` best real item (1..N) per state, in chunks of ``chunk_elements`` logits."""
-        weight = step.item_embedding.weight[1 : step.num_items + 1]  # [N, D]
-        rows = max(1, self.config.chunk_elements // max(weight.size(0), 1))
-        parts = [(s @ weight.t()).argmax(dim=1) + 1 for s in states.split(rows)]
-        return torch.cat(parts) if parts else states.new_zeros(0, dtype=torch.long)
+        return GeneratorOutput(
+            masked,
+            masked_items,
+            states,
+            items[masked],
+            items,
+            best_items=lambda s: best_items(s, step.item_weights, self.config.chunk_elements),
+        )
 
 
 def draw_mask(generator: torch.Generator, lengths: Tensor, width: int, ratio: float) -> Tensor:

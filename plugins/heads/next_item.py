@@ -39,8 +39,11 @@ class NextItemConfig(HeadConfig):
     """Next-item cross-entropy at every real position (full softmax by default)."""
 
     name: Literal["next_item"] = "next_item"
-    chunk_elements: int = Field(
-        1 << 24, gt=0, description="Most logits materialised at once in the full-softmax loss."
+    chunk_elements: int | None = Field(
+        None,
+        gt=0,
+        description="Most logits materialised at once in the full-softmax loss; None = auto "
+        "(2 Mi, at least 256 rows, on CPU, where the chunk then stays in cache; 16 Mi on GPU).",
     )
     sampled_negatives: int | None = Field(
         None,
