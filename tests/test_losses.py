@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -52,9 +53,11 @@ def test_fast_dropout_statistics_and_eval_identity():
     assert layer(x) is x
 
 
-def test_keep_mask_equals_the_plain_formula_for_the_same_draws():
+def test_keep_mask_float_path_equals_the_plain_formula_for_the_same_draws(monkeypatch):
+    import eclsr.layers as layers
     from eclsr.layers import FastDropout, keep_mask
 
+    monkeypatch.setattr(layers, "_SIXTEEN_BIT_PRECISION", None)  # what CUDA tensors take
     x = torch.randn(64, 33, requires_grad=True)
     torch.manual_seed(5)
     mask = keep_mask(x, 0.3)
@@ -68,30 +71,34 @@ def test_keep_mask_equals_the_plain_formula_for_the_same_draws():
     assert torch.equal(x.grad, plain)  # the gradient is the mask itself
 
 
-def test_auto_chunking_and_argmax_match_the_reference():
-    gen = torch.Generator().manual_seed(2)
-    h = torch.randn(300, 8, generator=gen, requires_grad=True)
-    w = torch.randn(13, 8, generator=gen, requires_grad=True)
-    t = torch.randint(0, 13, (300,), generator=gen)
-    for chunk in (None, 40):  # auto (one chunk here) and 3-row chunks
-        loss, best = full_softmax_cross_entropy(h, w, t, chunk, return_argmax=True)
-        torch.testing.assert_close(loss, F.cross_entropy(h @ w.t(), t))
-        expected = (h @ w[1:].t()).argmax(dim=1) + 1  # padding row 0 never wins
-        assert torch.equal(best, expected)
-        assert not best.requires_grad
+def test_keep_mask_sixteen_bit_path_drops_p_with_mean_one_and_follows_the_torch_seed():
+    from eclsr.layers import FastDropout, keep_mask
+
+    x = torch.empty(1000, 1000)
+    torch.manual_seed(7)
+    mask = keep_mask(x, 0.2)
+    scale = 65536 / (65536 - 13107)  # the rate actually drawn: 13107 / 65536
+    values = mask.unique()
+    assert values.numel() == 2 and values[0] == 0.0
+    assert float(values[1]) == pytest.approx(scale, rel=1e-7)
+    assert abs(float((mask == 0).float().mean()) - 0.2) < 0.002
+    assert abs(float(mask.mean()) - 1.0) < 0.005
+    torch.manual_seed(7)
+    assert torch.equal(keep_mask(x, 0.2), mask)  # torch.manual_seed fixes it
+    assert not torch.equal(keep_mask(x, 0.2), mask)  # and each call draws afresh
+    h = torch.randn(64, 33, requires_grad=True)
+    torch.manual_seed(1)
+    y = FastDropout(0.5)(h)
+    y.sum().backward()
+    torch.testing.assert_close(y, h.detach() * h.grad)  # the gradient is the mask
 
 
-def test_a_target_far_below_the_best_gets_its_exact_loss():
-    """softmax underflows to 0 for the target: the loss must stay finite and exact (≈ 200)."""
-    h = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
-    w = torch.tensor([[100.0, 0.0], [-100.0, 0.0], [0.0, 1.0]], requires_grad=True)
-    t = torch.tensor([1, 2])  # row 0: logits [100, -100, 0], target -100
-    loss = full_softmax_cross_entropy(h, w, t)
-    ref = F.cross_entropy(h @ w.t(), t)
-    assert torch.isfinite(loss)
-    torch.testing.assert_close(loss, ref)
-    loss.backward()
-    gh = h.grad.clone()
-    h.grad = None
-    F.cross_entropy(h @ w.t(), t).backward()
-    torch.testing.assert_close(gh, h.grad)
+def test_keep_mask_rate_that_sixteen_bits_cannot_hold_uses_the_float_path():
+    from eclsr.layers import keep_mask
+
+    x = torch.empty(200, 200)
+    mask = keep_mask(x, 1e-6)  # 16 bits would round it to 0 (no dropout at all)
+    kept = mask[mask != 0]
+    assert kept.numel() > 0 and float(kept.max()) == float(kept.min())
+    assert float(kept.max()) == pytest.approx(1.0 / (1.0 - 1e-6), rel=1e-7)
+    assert float(kept.max()) > 1.0  # 16 bits would have given exactly 1 (nothing dropped)
