@@ -29,6 +29,12 @@ class FastDropout(nn.Module):
             return x
         return x * keep_mask(x, self.p)
 
+    def add_to(self, residual: Tensor, x: Tensor) -> Tensor:
+        """``residual + self(x)`` in one pass (``addcmul``): no separate dropped tensor."""
+        if not self.training or self.p == 0.0:
+            return residual + x
+        return torch.addcmul(residual, x, keep_mask(x, self.p))
+
     def extra_repr(self) -> str:  # noqa: D102
         return f"p={self.p}"
 

@@ -222,6 +222,7 @@ def check_encoder(config: ConfigLike) -> None:
         encoder.eval()
         with torch.no_grad():
             _check_padding_independent(who, encoder)
+            _check_encode_at(who, encoder)
             _check_rank_vectors(who, encoder, ctx, batch)
         encoder.train()
         output = encoder(batch.items, batch.lengths)
@@ -254,6 +255,24 @@ def _check_padding_independent(who: str, encoder: Encoder) -> None:
             torch.allclose(base[mask], other[mask], atol=1e-5, rtol=1e-4),
             f"{who}: {what} changed the states of real positions",
         )
+
+
+def _check_encode_at(who: str, encoder: Encoder) -> None:
+    """``encode_at`` must give the full pass's states at the positions asked for (eval mode)."""
+    batch = tiny_batch(lengths=(5, 1, 3))
+    positions = torch.tensor([[4, 0, 2], [0, 0, 0], [2, 1, 1]])  # repeats, any order
+    full = encoder(batch.items, batch.lengths)  # [B, T, D]
+    expected = full[torch.arange(3).unsqueeze(1), positions]  # [B, K, D]
+    got = encoder.encode_at(batch.items, batch.lengths, positions)
+    expect(
+        tuple(got.shape) == tuple(expected.shape),
+        f"{who}: encode_at returned {tuple(got.shape)}, expected [B, K, D] = "
+        f"{tuple(expected.shape)}",
+    )
+    expect(
+        torch.allclose(got, expected, atol=1e-5, rtol=1e-4),
+        f"{who}: encode_at differs from the full pass at the same positions",
+    )
 
 
 def _check_rank_vectors(who: str, encoder: Encoder, ctx: BuildContext, batch: Batch) -> None:
@@ -290,6 +309,22 @@ def check_mild_augmentation(config: ConfigLike, encoder: EncoderConfig | None = 
         out = _twice(who, view)
         _check_states(who, out, batch, ube.hidden_size)
         _check_item_gradient(who, _project(view(), batch.mask), ctx, batch)
+        _check_view_at(who, aug, ctx, ube, batch)
+
+
+def _check_view_at(
+    who: str, aug: MildAugmentation, ctx: BuildContext, ube: Encoder, batch: Batch
+) -> None:
+    """``view_at`` gives ``[B, K, D]`` finite states (InfoNCE pools only these)."""
+    positions = torch.stack([(batch.lengths - 1).clamp(min=0), torch.zeros_like(batch.lengths)], 1)
+    step = tiny_step(ctx, ube, batch)
+    got = aug.view_at(step, step.hidden, positions)
+    expected = (batch.items.size(0), 2, ube.hidden_size)
+    expect(
+        tuple(got.shape) == expected,
+        f"{who}: view_at returned {tuple(got.shape)}, expected [B, K, D] = {expected}",
+    )
+    expect(bool(torch.isfinite(got).all()), f"{who}: view_at gave non-finite states")
 
 
 def check_invasive_augmentation(config: ConfigLike, encoder: EncoderConfig | None = None) -> None:

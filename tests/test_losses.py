@@ -102,3 +102,18 @@ def test_keep_mask_rate_that_sixteen_bits_cannot_hold_uses_the_float_path():
     assert kept.numel() > 0 and float(kept.max()) == float(kept.min())
     assert float(kept.max()) == pytest.approx(1.0 / (1.0 - 1e-6), rel=1e-7)
     assert float(kept.max()) > 1.0  # 16 bits would have given exactly 1 (nothing dropped)
+
+
+def test_fast_dropout_add_to_equals_residual_plus_dropout_for_the_same_draws():
+    from eclsr.layers import FastDropout
+
+    layer = FastDropout(0.3)
+    residual, x = torch.randn(8, 5, 16), torch.randn(8, 5, 16, requires_grad=True)
+    torch.manual_seed(3)
+    fused = layer.add_to(residual, x)
+    torch.manual_seed(3)
+    plain = residual + layer(x)
+    torch.testing.assert_close(fused, plain)
+    assert (fused - residual).eq(0).float().mean() > 0.2  # something was dropped
+    layer.eval()
+    assert torch.equal(layer.add_to(residual, x), residual + x)

@@ -86,8 +86,8 @@ class TransformerBlock(nn.Module):
                 cost (used for the last block when only some states are needed).
         """
         residual = x if queries is None else gather_positions(x, queries)  # [B, T|K, D]
-        x = self.norm1(residual + self.dropout(self.attention(x, attn_mask, causal, queries)))
-        return self.norm2(x + self.dropout(self.ffn(x)))
+        x = self.norm1(self.dropout.add_to(residual, self.attention(x, attn_mask, causal, queries)))
+        return self.norm2(self.dropout.add_to(x, self.ffn(x)))
 
     def attention(
         self, x: Tensor, attn_mask: Tensor | None, causal: bool, queries: Tensor | None = None
