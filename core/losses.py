@@ -20,7 +20,6 @@ from torch import Tensor
 CPU_CHUNK_ELEMENTS = 1 << 21
 GPU_CHUNK_ELEMENTS = 1 << 24
 MIN_AUTO_ROWS = 256
-DEFAULT_CHUNK_ELEMENTS = GPU_CHUNK_ELEMENTS  # for callers that need one fixed number
 # Below this the target's softmax probability is in float32's subnormal range and its log loses
 # precision (or is -inf): such rows get their loss from an exact log-sum-exp instead.
 _TINY_PROBABILITY = 1e-30

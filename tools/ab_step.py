@@ -1,10 +1,17 @@
-"""A/B benchmark: ECL-SR training steps at the ML-1m code shape, before vs after the CPU levers.
+"""A/B benchmark: ECL-SR training steps at the ML-1m code shape, one CPU lever off vs on.
 
-Usage: python tools/ab_step.py [THREADS] [PAIRS]
+Usage: python tools/ab_step.py [LEVER] [THREADS] [PAIRS]
 
-"before" swaps back what the block ran earlier: SDPA for attention with dropout (its CPU math
-path) and dropout masks built as ``(rand >= p) * scale`` (a bool tensor, type promotion);
-"after" is the code as it is.
+LEVER (default ``all``) names what "before" swaps back; "after" is the code as it is:
+
+* ``attention``: SDPA for attention with dropout (its CPU math path) and dropout masks built as
+  ``(rand >= p) * scale`` (a bool tensor, type promotion) with torch's generator;
+* ``encode_at``: the dropout view and the generator run every position through the last block
+  (``Encoder.encode_at``'s gather-from-the-full-pass default);
+* ``masks16``: dropout masks from ``torch.rand_like`` instead of 16-bit SFC64 draws;
+* ``addcmul``: residual dropout as ``residual + dropout(x)`` instead of one ``addcmul``;
+* ``chunk``: the full-softmax losses in 16 Mi-logit chunks instead of the CPU auto budget;
+* ``all``: every lever above at once.
 
 The two variants alternate batch by batch in one process (so machine noise hits both alike) and
 the medians are compared. A benchmark, not a test: it prints figures and asserts nothing.
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,7 +29,7 @@ import torch.nn.functional as F  # noqa: N812
 
 import eclsr.layers as layers
 import eclsr.plugins.encoders._transformer as transformer
-from eclsr import bench
+from eclsr import Encoder, bench
 from eclsr.batching import LeaveOneOut, epoch_order
 from eclsr.model import Model
 from eclsr.recipe import load_recipe
@@ -31,57 +39,109 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "ecl-sr-code" / "ml-1
 
 
 def sdpa_attention(q, k, v, attn_mask, causal, p):  # noqa: ANN001, ANN201
-    """What the block ran before: SDPA, whose CPU math path handles dropout."""
+    """What the block ran before lever ``attention``: SDPA, whose CPU math path handles dropout."""
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=causal
     )
 
 
 def bool_keep_mask(x, p):  # noqa: ANN001, ANN201
-    """The dropout mask as FastDropout built it before (same draws, same values)."""
+    """The dropout mask as FastDropout built it before lever ``attention``."""
     return (torch.rand_like(x) >= p) * (1.0 / (1.0 - p))
 
 
-BEFORE = {"attention": sdpa_attention, "mask": bool_keep_mask}
-AFTER = {"attention": transformer.attention_with_dropout, "mask": layers.keep_mask}
+def plain_add_to(self, residual, x):  # noqa: ANN001, ANN201
+    """Residual dropout before lever ``addcmul``."""
+    return residual + self(x)
 
 
-def use(variant: dict) -> None:
-    """Install one variant's functions where the block and FastDropout look them up."""
-    transformer.attention_with_dropout = variant["attention"]
-    transformer.keep_mask = variant["mask"]
-    layers.keep_mask = variant["mask"]
+class Lever:
+    """Swaps one piece of the engine between its old ("before") and current ("after") form."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.saved = {
+            "attention": transformer.attention_with_dropout,
+            "keep_mask": layers.keep_mask,
+            "encode_at": transformer.TransformerEncoder.encode_at,
+            "sixteen_bit": layers._SIXTEEN_BIT_PRECISION,  # noqa: SLF001
+            "add_to": layers.FastDropout.add_to,
+            "configs": [head.config for head in model.heads],
+        }
+
+    def set(self, name: str, before: bool) -> None:
+        """Install lever ``name``'s old form (``before``) or its current one."""
+        getattr(self, f"_{name}")(before)
+
+    def _attention(self, before: bool) -> None:
+        attention = sdpa_attention if before else self.saved["attention"]
+        mask = bool_keep_mask if before else self.saved["keep_mask"]
+        transformer.attention_with_dropout = attention
+        transformer.keep_mask = mask
+        layers.keep_mask = mask
+
+    def _encode_at(self, before: bool) -> None:
+        transformer.TransformerEncoder.encode_at = (
+            Encoder.encode_at if before else self.saved["encode_at"]
+        )
+
+    def _masks16(self, before: bool) -> None:
+        layers._SIXTEEN_BIT_PRECISION = None if before else self.saved["sixteen_bit"]  # noqa: SLF001
+
+    def _addcmul(self, before: bool) -> None:
+        layers.FastDropout.add_to = plain_add_to if before else self.saved["add_to"]
+
+    def _chunk(self, before: bool) -> None:
+        for head, config in zip(self.model.heads, self.saved["configs"], strict=True):
+            if before and hasattr(config, "chunk_elements"):
+                head.config = config.model_copy(update={"chunk_elements": 1 << 24})
+            else:
+                head.config = config
 
 
-def main(threads: int, pairs: int) -> None:
+LEVERS = ("attention", "encode_at", "masks16", "addcmul", "chunk")
+
+
+def main(lever: str, threads: int, pairs: int) -> None:
     """Time ``pairs`` batches per variant after three warm-up batches; print the medians."""
+    names = LEVERS if lever == "all" else (lever,)
+    unknown = [name for name in names if name not in LEVERS]
+    if unknown:
+        sys.exit(f"unknown lever {unknown[0]!r}: choose one of {', '.join(LEVERS)} or all")
     torch.set_num_threads(threads)
     recipe = load_recipe(RECIPE)
     data = bench.ml1m_shaped(recipe.data.max_len)
     windows = LeaveOneOut(data, recipe.data.max_len).train()
     torch.manual_seed(0)
     model = Model(recipe, data.num_items, training_item_counts(data))
-    loop = bench._Loop(
+    loop = bench._Loop(  # noqa: SLF001
         model, make_optimizer(model, recipe.train), recipe, data, windows, torch.device("cpu")
-    )  # noqa: SLF001
-    order = epoch_order(windows, recipe.train.batch_size, 0, 0, True)
-    variants = {"before": BEFORE, "after": AFTER}
+    )
+    full = [rows for rows in epoch_order(windows, recipe.train.batch_size, 0, 0, True)
+            if len(rows) == recipe.train.batch_size]  # fmt: skip
+    levers = Lever(model)
+    variants: dict[str, Callable[[], None]] = {
+        "before": lambda: [levers.set(name, True) for name in names],
+        "after": lambda: [levers.set(name, False) for name in names],
+    }
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for rows in order[:3]:
+    for rows in full[:3]:
         loop.step(rows)
     for i in range(2 * pairs):
         name = list(variants)[i % 2]
-        use(variants[name])
-        times[name].append(loop.step(order[(3 + i) % len(order)]))
+        variants[name]()
+        times[name].append(loop.step(full[(3 + i) % len(full)]))
+    print(f"lever {lever}, {threads} threads, {pairs} batches per variant")
     for name, seconds in times.items():
-        print(
-            f"{name:6s} median {statistics.median(seconds):.3f} s/batch  ({len(seconds)} batches)"
-        )
+        print(f"  {name:6s} median {statistics.median(seconds):.3f} s/batch")
     ratio = statistics.median(times["before"]) / statistics.median(times["after"])
-    print(f"speed-up on the whole step, before / after (median ratio): {ratio:.3f}x")
+    print(f"  speed-up on the whole step, before / after (median ratio): {ratio:.3f}x")
 
 
 if __name__ == "__main__":
+    args = sys.argv[1:]
     main(
-        int(sys.argv[1]) if len(sys.argv) > 1 else 2, int(sys.argv[2]) if len(sys.argv) > 2 else 16
+        args[0] if args else "all",
+        int(args[1]) if len(args) > 1 else 2,
+        int(args[2]) if len(args) > 2 else 16,
     )
