@@ -8,7 +8,7 @@ unchunked loss.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
@@ -116,6 +116,28 @@ def _exact_loss(h: Tensor, weight: Tensor, t: Tensor) -> Tensor:
     return torch.logsumexp(logits, dim=1) - logits.gather(1, t).squeeze(1)
 
 
+@overload
+def full_softmax_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    chunk_elements: int | None = None,
+    *,
+    return_argmax: Literal[False] = False,
+) -> Tensor: ...
+
+
+@overload
+def full_softmax_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    chunk_elements: int | None = None,
+    *,
+    return_argmax: Literal[True],
+) -> tuple[Tensor, Tensor]: ...
+
+
 def full_softmax_cross_entropy(
     hidden: Tensor,
     weight: Tensor,
@@ -123,7 +145,7 @@ def full_softmax_cross_entropy(
     chunk_elements: int | None = None,
     *,
     return_argmax: bool = False,
-) -> Any:
+) -> Tensor | tuple[Tensor, Tensor]:
     """Mean cross-entropy of ``softmax(hidden @ weight.T)`` against ``targets``.
 
     Args:

@@ -16,7 +16,7 @@ import torch.nn.functional as F  # noqa: N812
 from pydantic import Field
 from torch import Tensor
 
-from eclsr import BuildContext, hookimpl, last_position
+from eclsr import BuildContext, hookimpl
 from eclsr.plugins.encoders._transformer import TransformerEncoder, TransformerEncoderConfig
 
 
@@ -59,7 +59,8 @@ class BERT4Rec(TransformerEncoder):
         Rows already at ``max_len`` drop their oldest item to make room for the [MASK].
         """
         items, lengths = append_mask(items, lengths, self.mask_token, self.max_len)
-        return last_position(self(items, lengths), lengths)  # [B, D]
+        last = (lengths - 1).clamp(min=0).unsqueeze(1)  # [B, 1]: the [MASK]
+        return self.encode_at(items, lengths, last).squeeze(1)  # [B, D]
 
 
 def append_mask(

@@ -76,7 +76,7 @@ class GeneratorOutput:
             (``items[masked]`` order); with gradient unless the generator is frozen.
         targets: ``[M]`` original items at the masked positions.
         items: ``[B, T]`` the original sequences.
-        best_items: computes ``[M]`` argmax items (1..N) from ``states`` when nobody offered them.
+        predict: computes ``[M]`` argmax items (1..N) from ``states`` when nobody offered them.
     """
 
     masked: Tensor
@@ -84,7 +84,7 @@ class GeneratorOutput:
     states: Tensor
     targets: Tensor
     items: Tensor
-    best_items: Callable[[Tensor], Tensor]
+    predict: Callable[[Tensor], Tensor]
     _best: Tensor | None = field(default=None, repr=False)
     _predictions: Tensor | None = field(default=None, repr=False)
 
@@ -102,7 +102,7 @@ class GeneratorOutput:
         """
         if self._predictions is None:
             with torch.no_grad():
-                best = self._best if self._best is not None else self.best_items(self.states)
+                best = self._best if self._best is not None else self.predict(self.states)
                 predictions = self.items.clone()
                 predictions[self.masked] = best
             self._predictions = predictions
@@ -175,7 +175,7 @@ class GeneratorHead(Head):
             states,
             items[masked],
             items,
-            best_items=lambda s: best_items(s, step.item_weights, self.config.chunk_elements),
+            predict=lambda s: best_items(s, step.item_weights, self.config.chunk_elements),
         )
 
 
