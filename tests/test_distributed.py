@@ -33,7 +33,8 @@ threads = 1
 def _run(args: list[str], tmp_path: Path) -> None:
     env = {**os.environ, "ECLSR_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # A failing rank's own error comes first; torchrun's summary of the failure comes last.
+    assert proc.returncode == 0, proc.stderr[:3000] + "\n...\n" + proc.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
