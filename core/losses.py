@@ -90,8 +90,11 @@ def _chunked_ce(
         if best:  # before the softmax: ties and order exactly as on the logits
             argmax[start:stop] = logits[:, 1:].argmax(dim=1) + 1
         # The CPU softmax kernel reads and writes each row in place (checked against a plain
-        # cross-entropy in tests/test_losses.py).
-        probs = torch.softmax(logits, dim=1, out=logits)  # [c, V]
+        # cross-entropy in tests/test_losses.py); elsewhere, untested here, it writes a new tensor.
+        if logits.device.type == "cpu":
+            probs = torch.softmax(logits, dim=1, out=logits)  # [c, V]
+        else:
+            probs = torch.softmax(logits, dim=1)
         target_prob = probs.gather(1, t)  # [c, 1]
         log_prob = target_prob.log().squeeze(1)  # [c]
         tiny = target_prob.squeeze(1) < _TINY_PROBABILITY  # [c]
