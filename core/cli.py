@@ -173,7 +173,7 @@ def cmd_schema(args: argparse.Namespace, out: Console) -> int:
 
 def cmd_run(args: argparse.Namespace, out: Console) -> int:
     """``eclsr run RECIPE``: train, evaluate, write the run directory, print the test metrics."""
-    from eclsr.distributed import maybe_init_distributed
+    from eclsr.distributed import leave_distributed, maybe_init_distributed
     from eclsr.rundir import default_run_dir
     from eclsr.train import run
 
@@ -194,6 +194,7 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
     )
     if rank == 0:
         print_results(out, result.results, out_dir)
+    leave_distributed()
     return 0
 
 
@@ -201,7 +202,7 @@ def cmd_resume(args: argparse.Namespace, out: Console) -> int:
     """``eclsr resume RUN_DIR``: continue with the run's own resolved recipe."""
     import yaml
 
-    from eclsr.distributed import maybe_init_distributed
+    from eclsr.distributed import leave_distributed, maybe_init_distributed
     from eclsr.recipe import validate_recipe
     from eclsr.train import run
 
@@ -215,6 +216,7 @@ def cmd_resume(args: argparse.Namespace, out: Console) -> int:
     result = run(recipe, args.run_dir, resume=True, progress=progress)
     if rank == 0:
         print_results(out, result.results, args.run_dir)
+    leave_distributed()
     return 0
 
 
