@@ -32,6 +32,13 @@ def auto_chunk_rows(num_outputs: int, device: torch.device) -> int:
     return max(1, GPU_CHUNK_ELEMENTS // max(num_outputs, 1))
 
 
+def rows_per_chunk(chunk_elements: int | None, num_outputs: int, device: torch.device) -> int:
+    """Rows of ``num_outputs`` logits per chunk: within ``chunk_elements``, or auto when None."""
+    if chunk_elements is None:
+        return auto_chunk_rows(num_outputs, device)
+    return max(1, chunk_elements // max(num_outputs, 1))
+
+
 class _ChunkedSoftmaxCE(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -168,10 +175,7 @@ def full_softmax_cross_entropy(
         loss = hidden.sum() * 0.0 + weight.sum() * 0.0
         empty = torch.zeros(0, dtype=torch.long, device=hidden.device)
         return (loss, empty) if return_argmax else loss
-    if chunk_elements is None:
-        chunk_rows = auto_chunk_rows(weight.size(0), hidden.device)
-    else:
-        chunk_rows = max(1, chunk_elements // max(weight.size(0), 1))
+    chunk_rows = rows_per_chunk(chunk_elements, weight.size(0), hidden.device)
     loss, argmax = _ChunkedSoftmaxCE.apply(hidden, weight, targets, chunk_rows, return_argmax)
     return (loss, argmax) if return_argmax else loss
 
@@ -183,9 +187,6 @@ def best_items(hidden: Tensor, weight: Tensor, chunk_elements: int | None = None
     Row 0 of ``weight`` (padding) never wins. Chunked like the loss; no gradient. The same
     argmax :func:`full_softmax_cross_entropy` returns with ``return_argmax``.
     """
-    if chunk_elements is None:
-        rows = auto_chunk_rows(weight.size(0), hidden.device)
-    else:
-        rows = max(1, chunk_elements // max(weight.size(0), 1))
+    rows = rows_per_chunk(chunk_elements, weight.size(0), hidden.device)
     parts = [(h @ weight[1:].t()).argmax(dim=1) + 1 for h in hidden.split(rows)]
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=hidden.device)

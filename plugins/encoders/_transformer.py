@@ -85,14 +85,23 @@ class TransformerBlock(nn.Module):
                 block's output at those positions (up to dropout draws) at a fraction of the
                 cost (used for the last block when only some states are needed).
         """
-        residual = x if queries is None else gather_positions(x, queries)  # [B, T|K, D]
-        x = self.norm1(self.dropout.add_to(residual, self.attention(x, attn_mask, causal, queries)))
+        picked = None if queries is None else gather_positions(x, queries)  # [B, K, D]
+        attended = self.attention(x, attn_mask, causal, queries, picked)  # [B, T|K, D]
+        x = self.norm1(self.dropout.add_to(x if picked is None else picked, attended))
         return self.norm2(self.dropout.add_to(x, self.ffn(x)))
 
     def attention(
-        self, x: Tensor, attn_mask: Tensor | None, causal: bool, queries: Tensor | None = None
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None,
+        causal: bool,
+        queries: Tensor | None = None,
+        picked: Tensor | None = None,
     ) -> Tensor:
-        """Multi-head scaled dot-product attention, ``[B, T, D]`` → ``[B, T|K, D]``."""
+        """Multi-head scaled dot-product attention, ``[B, T, D]`` → ``[B, T|K, D]``.
+
+        With ``queries``, ``picked`` may hold ``x`` at those positions if the caller gathered it.
+        """
         batch, width, hidden = x.shape
         split = (self.heads, hidden // self.heads)
         if queries is None:
@@ -101,7 +110,8 @@ class TransformerBlock(nn.Module):
         else:
             # Queries from the selected rows only; keys and values from every position.
             w, b = self.qkv.weight, self.qkv.bias
-            picked = gather_positions(x, queries)  # [B, K, D]
+            if picked is None:
+                picked = gather_positions(x, queries)  # [B, K, D]
             q = F.linear(picked, w[:hidden], b[:hidden]).view(batch, queries.size(1), *split)
             q = q.transpose(1, 2)  # [B, H, K, D/H]
             kv = F.linear(x, w[hidden:], b[hidden:]).view(batch, width, 2, *split)

@@ -59,8 +59,7 @@ class BERT4Rec(TransformerEncoder):
         Rows already at ``max_len`` drop their oldest item to make room for the [MASK].
         """
         items, lengths = append_mask(items, lengths, self.mask_token, self.max_len)
-        last = (lengths - 1).clamp(min=0).unsqueeze(1)  # [B, 1]: the [MASK]
-        return self.encode_at(items, lengths, last).squeeze(1)  # [B, D]
+        return super().user_vectors(items, lengths)  # the last real position is now the [MASK]
 
 
 def append_mask(

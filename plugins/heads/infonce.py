@@ -150,15 +150,14 @@ def pool_last_k(hidden: Tensor, lengths: Tensor, k: int) -> Tensor:
     position = torch.arange(hidden.size(1), device=hidden.device).unsqueeze(0)  # [1, T]
     lengths = lengths.to(hidden.device).unsqueeze(1)  # [B, 1]
     window = (position < lengths) & (position >= lengths - k)  # [B, T]
-    summed = hidden.masked_fill(~window.unsqueeze(-1), 0.0).sum(dim=1)  # [B, D]
-    count = window.sum(dim=1, keepdim=True).clamp(min=1).to(hidden.dtype)  # [B, 1]
-    return summed / count
+    return pool_window(hidden, window)
 
 
 def pool_window(states: Tensor, valid: Tensor) -> Tensor:
     """Mean of ``states [B, K, D]`` over the slots where ``valid [B, K]`` (zeros if none).
 
-    With ``last_k_positions`` this is :func:`pool_last_k` on states gathered at the window.
+    Values in invalid slots are ignored, even NaN. With ``last_k_positions`` this is
+    :func:`pool_last_k` on states gathered at the window.
     """
     summed = states.masked_fill(~valid.unsqueeze(-1), 0.0).sum(dim=1)  # [B, D]
     count = valid.sum(dim=1, keepdim=True).clamp(min=1).to(states.dtype)  # [B, 1]
