@@ -1,89 +1,35 @@
 """eclsr: contrastive sequential recommendation from parts.
 
-The public API for plugin authors and for programmatic experiments. Plugins import only from here.
+Programmatic entry points (:func:`load_recipe`, :func:`run`, ...) load on first use; the names of
+:mod:`eclsr.api`, the component author's API, are re-exported here too.
 """
 
 from __future__ import annotations
 
-from eclsr.components import (
-    AugmentationConfig,
-    AugmentedBatch,
-    BuildContext,
-    ComponentConfig,
-    Encoder,
-    EncoderConfig,
-    Head,
-    HeadConfig,
-    InvasiveAugmentation,
-    InvasiveAugmentationConfig,
-    MildAugmentation,
-    MildAugmentationConfig,
-    gather_positions,
-    last_k_positions,
-    last_position,
-    real_mask,
-    selected_positions,
-)
-from eclsr.errors import DataError, EclsrError, PluginError, RecipeError, RegistryError
-from eclsr.hookspecs import hookimpl
-from eclsr.losses import best_items, full_softmax_cross_entropy
-from eclsr.step import Batch, Step
+from eclsr.api import *  # noqa: F403  (the component author's API, also at the top level)
+from eclsr.api import __all__ as _api_names
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_recipe": "eclsr.recipe",
-    "validate_recipe": "eclsr.recipe",
-    "run": "eclsr.train",
-    "Model": "eclsr.model",
-    "load_dataset": "eclsr.datasets",
-    "registries": "eclsr.plugin_manager",
+    "load_recipe": "eclsr.recipe.load",
+    "validate_recipe": "eclsr.recipe.load",
+    "run": "eclsr.engine.train",
+    "Model": "eclsr.engine.model",
+    "load_dataset": "eclsr.data",
+    "registries": "eclsr.registry.manager",
 }
 
 
 def __getattr__(name: str) -> object:
     """Heavier entry points load on first use, so ``import eclsr`` stays cheap for plugins."""
-    if name not in _LAZY:
-        msg = f"module 'eclsr' has no attribute {name!r}"
-        raise AttributeError(msg)
     import importlib
+
+    if name not in _LAZY:
+        return getattr(importlib.import_module("eclsr.api"), name)  # registered config classes
 
     module = importlib.import_module(_LAZY[name])
     return getattr(module, "collect_registries" if name == "registries" else name)
 
 
-__all__ = [
-    "AugmentationConfig",
-    "AugmentedBatch",
-    "Batch",
-    "BuildContext",
-    "ComponentConfig",
-    "DataError",
-    "EclsrError",
-    "Encoder",
-    "EncoderConfig",
-    "Head",
-    "HeadConfig",
-    "Model",
-    "InvasiveAugmentation",
-    "InvasiveAugmentationConfig",
-    "MildAugmentation",
-    "MildAugmentationConfig",
-    "PluginError",
-    "RecipeError",
-    "RegistryError",
-    "Step",
-    "best_items",
-    "full_softmax_cross_entropy",
-    "gather_positions",
-    "hookimpl",
-    "last_k_positions",
-    "last_position",
-    "load_dataset",
-    "load_recipe",
-    "real_mask",
-    "registries",
-    "run",
-    "selected_positions",
-    "validate_recipe",
-]
+__all__ = sorted({*_api_names, *_LAZY, "__version__"})

@@ -1,5 +1,5 @@
 """``python -m eclsr``."""
 
-from eclsr.cli import main
+from eclsr.cli.main import main
 
 raise SystemExit(main())

@@ -33,23 +33,25 @@ import torch.nn.functional as F  # noqa: N812
 from pydantic import ValidationError
 from torch import Tensor, nn
 
-from eclsr.components import (
-    AugmentedBatch,
+from eclsr.components.configs import (
     BuildContext,
     ComponentConfig,
-    Encoder,
     EncoderConfig,
-    Head,
     HeadConfig,
-    InvasiveAugmentation,
     InvasiveAugmentationConfig,
-    MildAugmentation,
     MildAugmentationConfig,
-    real_mask,
 )
+from eclsr.components.runtime import (
+    AugmentedBatch,
+    Encoder,
+    Head,
+    InvasiveAugmentation,
+    MildAugmentation,
+)
+from eclsr.components.step import Batch, Step
 from eclsr.errors import RegistryError
-from eclsr.registry import component_name
-from eclsr.step import Batch, Step
+from eclsr.ops.positions import real_mask
+from eclsr.registry.table import component_name
 
 NUM_ITEMS, MAX_LEN, HIDDEN = 20, 8, 16
 LENGTHS = (8, 1, 3, 5)  # the longest row fills max_len; one row has a single item
@@ -189,8 +191,8 @@ def check_config(config: ConfigLike, base: type[C] = ComponentConfig) -> C:  # t
 
 def _resolve_slots(cls: type) -> None:
     """Bind slot annotations (``MildSlot`` ...) of an unregistered class to the current unions."""
-    from eclsr.plugin_manager import collect_registries
-    from eclsr.schema import slot_namespace
+    from eclsr.registry.manager import collect_registries
+    from eclsr.registry.slots import slot_namespace
 
     regs = collect_registries()
     if not getattr(cls, "__pydantic_complete__", True):
@@ -453,8 +455,8 @@ def _setup(
 
 def provide_services(config: ComponentConfig, ctx: BuildContext) -> list[nn.Module]:
     """Build, with defaults, registered heads that provide the services ``config`` requires."""
-    from eclsr.plugin_manager import collect_registries
-    from eclsr.train_config import iter_components
+    from eclsr.recipe.sections import iter_components
+    from eclsr.registry.manager import collect_registries
 
     heads = collect_registries().heads
     pending = [s for c in iter_components(config) for s in c.needed_services()]

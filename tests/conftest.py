@@ -11,7 +11,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def registries():
-    from eclsr.plugin_manager import collect_registries
+    from eclsr.registry.manager import collect_registries
 
     return collect_registries()
 

@@ -12,7 +12,6 @@ from pydantic import ValidationError
 from torch import Tensor, nn
 
 import eclsr
-from eclsr.plugin_manager import collect_registries
 from eclsr.plugins.augment.crop import CropConfig
 from eclsr.plugins.augment.delete import DeleteConfig
 from eclsr.plugins.augment.dropout import DropoutViewConfig
@@ -21,6 +20,7 @@ from eclsr.plugins.augment.normalize import NormalizeConfig
 from eclsr.plugins.augment.perturb import PerturbConfig
 from eclsr.plugins.augment.random_substitution import RandomSubstitutionConfig
 from eclsr.plugins.augment.reorder import ReorderConfig
+from eclsr.registry.manager import collect_registries
 
 NUM_ITEMS, MAX_LEN, DIM = 30, 10, 8
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from eclsr.bench import batch_flops, encoder_flops, expected_masked
-from eclsr.cli import main
-from eclsr.recipe import validate_recipe
+from eclsr.cli.main import main
+from eclsr.engine.bench import batch_flops, encoder_flops, expected_masked
+from eclsr.recipe.load import validate_recipe
 
 RECIPE = """
 seed = 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from eclsr.cli import main
+from eclsr.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

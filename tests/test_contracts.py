@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 import eclsr
 from eclsr import testing
-from eclsr.plugin_manager import collect_registries
+from eclsr.registry.manager import collect_registries
 
 REGS = collect_registries()
 CHECKS = {  # registry kind → (test id prefix, check)

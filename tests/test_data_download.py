@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from eclsr import DataError
-from eclsr.datasets import CatalogueEntry
-from eclsr.datasets.download import download
+from eclsr.data import CatalogueEntry
+from eclsr.data.download import download
 
 PAYLOAD = b"".join(f"{u} {u} {u + 1} {u + 2}\n".encode() for u in range(1, 400))
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -114,7 +114,7 @@ def test_cli_download_then_load(
     server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A catalogue name, fetched from a local mirror; the loaded data matches the served file."""
-    from eclsr.cli import main
+    from eclsr.cli.main import main
 
     shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "toys.txt"
     if not shared.is_file():

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from eclsr import DataError
-from eclsr.data_config import DataConfig
-from eclsr.dataset import read_sequence_file
-from eclsr.datasets import Interactions, from_dataframe, load_dataset, load_file, prepare, stats
+from eclsr.data import Interactions, from_dataframe, load_dataset, load_file, prepare, stats
+from eclsr.data.config import DataConfig
+from eclsr.data.sequences import read_sequence_file
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -332,7 +332,7 @@ def test_table2_statistics(tmp_path: Path, name: str, expected: tuple[int, int, 
 def test_cli_data_stats(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from eclsr.cli import main
+    from eclsr.cli.main import main
 
     monkeypatch.setenv("ECLSR_CACHE_DIR", str(tmp_path / "cache"))
     path = write_all_formats(tmp_path)["log.inter"]

@@ -79,12 +79,12 @@ def test_parameters_after_training_match_single_process(runs):
 
 def test_sharded_evaluation_is_exact(runs):
     """The 2-process evaluation of a model equals a single-process evaluation of the same weights."""
-    from eclsr.batching import LeaveOneOut
-    from eclsr.datasets import load_dataset
-    from eclsr.evaluate import metrics_from_ranks, rank_all
-    from eclsr.model import Model
-    from eclsr.recipe import load_recipe
-    from eclsr.train import training_item_counts
+    from eclsr.data import load_dataset
+    from eclsr.data.batching import LeaveOneOut
+    from eclsr.engine.evaluate import metrics_from_ranks, rank_all
+    from eclsr.engine.model import Model
+    from eclsr.engine.train import training_item_counts
+    from eclsr.recipe.load import load_recipe
 
     _, double = runs
     recipe = load_recipe(double.parent / "ddp.toml")

@@ -1,6 +1,6 @@
 """Every hook is documented in docs/plugins.md under a heading with its exact signature.
 
-The signatures are derived from ``eclsr.hookspecs`` with ``inspect``, so adding a hook (or a hook
+The signatures are derived from ``eclsr.registry.hookspecs`` with ``inspect``, so adding a hook (or a hook
 argument) without updating the guide fails here (datasette's test_docs idea).
 """
 
@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from eclsr import hookspecs
+from eclsr.registry import hookspecs
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 HEADING = re.compile(r"^#{2,4} `(?P<call>eclsr_\w+\([^)]*\))`\s*$", re.M)
 
 
 def hook_signatures() -> dict[str, str]:
-    """``{name: "name(arg, ...)"}`` for every hookspec in ``eclsr.hookspecs``."""
+    """``{name: "name(arg, ...)"}`` for every hookspec in ``eclsr.registry.hookspecs``."""
     marker = f"{hookspecs.PROJECT_NAME}_spec"
     hooks = {
         name: function

@@ -11,11 +11,11 @@ from pydantic import ValidationError
 from torch import nn
 
 from eclsr import BuildContext, EclsrError, Encoder, EncoderConfig
-from eclsr.plugin_manager import collect_registries
 from eclsr.plugins.encoders.bert4rec import BERT4RecConfig, append_mask
 from eclsr.plugins.encoders.gru4rec import GRU4RecConfig
 from eclsr.plugins.encoders.pop import PopConfig
 from eclsr.plugins.encoders.sasrec import SASRecConfig
+from eclsr.registry.manager import collect_registries
 
 N, L, D = 20, 8, 16
 NEURAL = {"sasrec": SASRecConfig, "bert4rec": BERT4RecConfig, "gru4rec": GRU4RecConfig}

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import torch
 
-from eclsr.evaluate import metrics_from_ranks, target_ranks
+from eclsr.engine.evaluate import metrics_from_ranks, target_ranks
 
 
 def brute_force_rank(scores: np.ndarray, target: int, excluded: set[int], ties: str) -> int:

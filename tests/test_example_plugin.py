@@ -172,7 +172,7 @@ def test_one_epoch_run_with_the_plugin(site, tmp_path):
 @pytest.fixture
 def shuffle_module(site, monkeypatch):
     """The example module imported in this process (the plugin manager is built before)."""
-    from eclsr.plugin_manager import collect_registries
+    from eclsr.registry.manager import collect_registries
 
     collect_registries()  # cached without the example, so it cannot leak into other tests
     monkeypatch.syspath_prepend(str(site))

@@ -19,7 +19,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from eclsr.cli import main  # noqa: E402
+from eclsr.cli.main import main  # noqa: E402
 
 EXAMPLES = int(os.environ.get("ECLSR_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(

@@ -73,10 +73,10 @@ def test_tensorboard_logging_or_clear_install_hint(tmp_path):
 
     import pytest
 
+    from eclsr.data.synthetic import generate
+    from eclsr.engine.train import run
     from eclsr.errors import EclsrError
-    from eclsr.recipe import validate_recipe
-    from eclsr.synthetic import generate
-    from eclsr.train import run
+    from eclsr.recipe.load import validate_recipe
 
     recipe = validate_recipe(
         {

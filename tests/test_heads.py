@@ -28,13 +28,13 @@ from eclsr import (
     Step,
     real_mask,
 )
-from eclsr.plugin_manager import collect_registries
 from eclsr.plugins.augment.masked_substitution import MaskedSubstitutionConfig
 from eclsr.plugins.heads.aug_prediction import AugPredictionConfig
 from eclsr.plugins.heads.generator import GeneratorConfig, GeneratorOutput, draw_mask
 from eclsr.plugins.heads.infonce import InfoNCEConfig, info_nce, pool_last_k
 from eclsr.plugins.heads.next_item import NextItemConfig, sampled_softmax_cross_entropy
 from eclsr.plugins.heads.rid import RIDConfig
+from eclsr.registry.manager import collect_registries
 
 N, L, D = 12, 6, 8
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 import yaml
 
-from eclsr.cli import main
+from eclsr.cli.main import main
+from eclsr.engine.train import run
 from eclsr.errors import EclsrError
-from eclsr.inference import Recommender, evaluate_run, export_items, top_k
-from eclsr.recipe import validate_recipe
-from eclsr.train import run
+from eclsr.recipe.load import validate_recipe
+from eclsr.results.inference import Recommender, evaluate_run, export_items, top_k
 
 
 def tiny_recipe(seed: int = 3, **data) -> dict:

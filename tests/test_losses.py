@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eclsr.losses import full_softmax_cross_entropy
+from eclsr.ops.losses import full_softmax_cross_entropy
 
 
 def test_chunked_ce_matches_reference_value_and_gradients():
@@ -40,7 +40,7 @@ def test_empty_positions_give_zero_loss_with_grad():
 
 
 def test_fast_dropout_statistics_and_eval_identity():
-    from eclsr.layers import FastDropout
+    from eclsr.ops.layers import FastDropout
 
     layer = FastDropout(0.25)
     x = torch.ones(200_000)
@@ -54,8 +54,8 @@ def test_fast_dropout_statistics_and_eval_identity():
 
 
 def test_keep_mask_float_path_equals_the_plain_formula_for_the_same_draws(monkeypatch):
-    import eclsr.layers as layers
-    from eclsr.layers import FastDropout, keep_mask
+    import eclsr.ops.layers as layers
+    from eclsr.ops.layers import FastDropout, keep_mask
 
     monkeypatch.setattr(layers, "_SIXTEEN_BIT_PRECISION", None)  # what CUDA tensors take
     x = torch.randn(64, 33, requires_grad=True)
@@ -72,7 +72,7 @@ def test_keep_mask_float_path_equals_the_plain_formula_for_the_same_draws(monkey
 
 
 def test_keep_mask_sixteen_bit_path_drops_p_with_mean_one_and_follows_the_torch_seed():
-    from eclsr.layers import FastDropout, keep_mask
+    from eclsr.ops.layers import FastDropout, keep_mask
 
     x = torch.empty(1000, 1000)
     torch.manual_seed(7)
@@ -94,7 +94,7 @@ def test_keep_mask_sixteen_bit_path_drops_p_with_mean_one_and_follows_the_torch_
 
 
 def test_keep_mask_rate_that_sixteen_bits_cannot_hold_uses_the_float_path():
-    from eclsr.layers import keep_mask
+    from eclsr.ops.layers import keep_mask
 
     x = torch.empty(200, 200)
     mask = keep_mask(x, 1e-6)  # 16 bits would round it to 0 (no dropout at all)
@@ -105,7 +105,7 @@ def test_keep_mask_rate_that_sixteen_bits_cannot_hold_uses_the_float_path():
 
 
 def test_fast_dropout_add_to_equals_residual_plus_dropout_for_the_same_draws():
-    from eclsr.layers import FastDropout
+    from eclsr.ops.layers import FastDropout
 
     layer = FastDropout(0.3)
     residual, x = torch.randn(8, 5, 16), torch.randn(8, 5, 16, requires_grad=True)

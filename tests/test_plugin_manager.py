@@ -11,7 +11,7 @@ import pytest
 import eclsr
 from eclsr import InvasiveAugmentationConfig, MildAugmentationConfig
 from eclsr.errors import PluginError, RegistryError
-from eclsr.plugin_manager import build_registries, load_plugin_file, new_plugin_manager
+from eclsr.registry.manager import build_registries, load_plugin_file, new_plugin_manager
 
 
 def test_builtins_registered_through_hooks():
@@ -106,7 +106,7 @@ def test_check_pending_rejects_misspelled_hook():
 
     module.eclsr_register_augmentation = eclsr_register_augmentation
     pm.register(module, name="typo_plugin")
-    from eclsr.plugin_manager import _check_pending
+    from eclsr.registry.manager import _check_pending
 
     with pytest.raises(PluginError, match="eclsr_register_augmentations"):
         _check_pending(pm)
@@ -114,7 +114,7 @@ def test_check_pending_rejects_misspelled_hook():
 
 def test_wrong_class_for_hook_is_rejected():
     pm = pluggy.PluginManager("eclsr")
-    from eclsr import hookspecs
+    from eclsr.registry import hookspecs
 
     pm.add_hookspecs(hookspecs)
     module = types.ModuleType("wrong_kind")

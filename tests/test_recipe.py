@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from eclsr.errors import RecipeError
-from eclsr.recipe import (
+from eclsr.recipe.load import (
     apply_overrides,
     load_recipe,
     read_recipe_file,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from eclsr.recipe import load_recipe
-from eclsr.synthetic import generate
-from eclsr.train import run
+from eclsr.data.synthetic import generate
+from eclsr.engine.train import run
+from eclsr.recipe.load import load_recipe
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.toml"))
 

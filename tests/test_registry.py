@@ -6,7 +6,7 @@ import pytest
 
 from eclsr import HeadConfig, MildAugmentationConfig
 from eclsr.errors import RegistryError
-from eclsr.registry import Origin, Registry, component_name
+from eclsr.registry.table import Origin, Registry, component_name
 
 
 class CropLike(MildAugmentationConfig):

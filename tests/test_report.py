@@ -7,12 +7,13 @@ import sys
 import numpy as np
 import pytest
 
-from eclsr import stats_tests
-from eclsr.cli import main
+from eclsr.cli.main import main
+from eclsr.engine.evaluate import metrics_from_ranks
+from eclsr.engine.train import run
 from eclsr.errors import EclsrError
-from eclsr.evaluate import metrics_from_ranks
-from eclsr.recipe import validate_recipe
-from eclsr.report import (
+from eclsr.recipe.load import validate_recipe
+from eclsr.results import stats as stats_tests
+from eclsr.results.report import (
     compare_runs,
     find_recipe_file,
     load_run,
@@ -21,8 +22,7 @@ from eclsr.report import (
     results_table,
     run_command,
 )
-from eclsr.stats_tests import betainc, paired_tests, per_user_metric, ttest_rel, wilcoxon_normal
-from eclsr.train import run
+from eclsr.results.stats import betainc, paired_tests, per_user_metric, ttest_rel, wilcoxon_normal
 
 
 @pytest.fixture(scope="module")

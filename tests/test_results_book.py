@@ -8,13 +8,13 @@ import statistics
 import numpy as np
 import pytest
 
-from eclsr.cli import main
+from eclsr.cli.main import main
+from eclsr.engine.train import run as train_run
 from eclsr.errors import EclsrError
-from eclsr.headline import GENERATED_MARK, load_book, model_name, render, significance
-from eclsr.recipe import validate_recipe
-from eclsr.report import load_run, run_command
-from eclsr.stats_tests import paired_tests, per_user_metric
-from eclsr.train import run as train_run
+from eclsr.recipe.load import validate_recipe
+from eclsr.results.headline import GENERATED_MARK, load_book, model_name, render, significance
+from eclsr.results.report import load_run, run_command
+from eclsr.results.stats import paired_tests, per_user_metric
 
 
 def tiny_recipe(name: str, seed: int, infonce: bool) -> dict:

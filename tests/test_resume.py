@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from eclsr import rundir
+from eclsr.engine import rundir
 from eclsr.errors import EclsrError
 
 RECIPE = """

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from eclsr.recipe import validate_recipe
-from eclsr.synthetic import generate
-from eclsr.train import run
+from eclsr.data.synthetic import generate
+from eclsr.engine.train import run
+from eclsr.recipe.load import validate_recipe
 
 
 def ecl_sr(epochs: int = 3, schedule: dict | None = None, **train) -> dict:

@@ -27,13 +27,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-import eclsr.layers as layers
+import eclsr.ops.layers as layers
 import eclsr.plugins.encoders._transformer as transformer
-from eclsr import Encoder, bench
-from eclsr.batching import LeaveOneOut, epoch_order
-from eclsr.model import Model
-from eclsr.recipe import load_recipe
-from eclsr.train import make_optimizer, training_item_counts
+from eclsr import Encoder
+from eclsr.data.batching import LeaveOneOut, epoch_order
+from eclsr.engine import bench
+from eclsr.engine.model import Model
+from eclsr.engine.train import make_optimizer, training_item_counts
+from eclsr.recipe.load import load_recipe
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "ecl-sr-code" / "ml-1m.toml"
 

@@ -3,7 +3,7 @@
 Usage: python tools/micro_levers.py [masks|loss|all] [THREADS]
 
 * ``masks``: ns per element of one dropout mask, ``torch.rand_like`` (the float path) against the
-  16-bit SFC64 draws ``eclsr.layers.keep_mask`` uses on CPU, at the shapes of the ECL-SR ML-1m step
+  16-bit SFC64 draws ``eclsr.ops.layers.keep_mask`` uses on CPU, at the shapes of the ECL-SR ML-1m step
   (hidden states [256, 50, 64], attention probabilities [512, 50, 50]).
 * ``loss``: forward + backward of the full-softmax loss at the ML-1m (12,800 × 3,417) and Yelp
   (2,200 × 20,034) shapes, D = 64: the previous five-pass chunk body (max, subtract, exp, sum,
@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 import torch
 
-import eclsr.layers as layers
-from eclsr.losses import _chunked_ce, auto_chunk_rows
+import eclsr.ops.layers as layers
+from eclsr.ops.losses import _chunked_ce, auto_chunk_rows
 
 
 def median_seconds(variants: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:

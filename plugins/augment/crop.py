@@ -13,16 +13,17 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from eclsr import (
+from eclsr.api import (
     AugmentedBatch,
     BuildContext,
     InvasiveAugmentation,
     InvasiveAugmentationConfig,
     Step,
     hookimpl,
+    randint_below,
     real_mask,
+    window_length,
 )
-from eclsr.sampling import randint_below, window_length
 
 
 class CropConfig(InvasiveAugmentationConfig):

@@ -9,16 +9,16 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from eclsr import (
+from eclsr.api import (
     AugmentedBatch,
     BuildContext,
     InvasiveAugmentation,
     InvasiveAugmentationConfig,
     Step,
     hookimpl,
+    randint_below,
     real_mask,
 )
-from eclsr.sampling import randint_below
 
 
 class DeleteConfig(InvasiveAugmentationConfig):

@@ -11,7 +11,7 @@ from typing import Literal
 
 from torch import Tensor
 
-from eclsr import BuildContext, MildAugmentation, MildAugmentationConfig, Step, hookimpl
+from eclsr.api import BuildContext, MildAugmentation, MildAugmentationConfig, Step, hookimpl
 
 
 class DropoutViewConfig(MildAugmentationConfig):

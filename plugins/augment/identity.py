@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from eclsr import (
+from eclsr.api import (
     AugmentedBatch,
     BuildContext,
     InvasiveAugmentation,

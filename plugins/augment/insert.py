@@ -15,16 +15,16 @@ import torch.nn.functional as F  # noqa: N812
 from pydantic import Field
 from torch import Tensor
 
-from eclsr import (
+from eclsr.api import (
     AugmentedBatch,
     BuildContext,
     InvasiveAugmentation,
     InvasiveAugmentationConfig,
     Step,
     hookimpl,
+    randint_below,
     real_mask,
 )
-from eclsr.sampling import randint_below
 
 
 class InsertConfig(InvasiveAugmentationConfig):

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 from torch import Tensor
 
-from eclsr import (
+from eclsr.api import (
     AugmentedBatch,
     BuildContext,
     EclsrError,

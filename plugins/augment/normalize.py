@@ -9,7 +9,7 @@ import torch.nn.functional as F  # noqa: N812
 from pydantic import Field
 from torch import Tensor
 
-from eclsr import BuildContext, MildAugmentation, MildAugmentationConfig, Step, hookimpl
+from eclsr.api import BuildContext, MildAugmentation, MildAugmentationConfig, Step, hookimpl
 
 
 class NormalizeConfig(MildAugmentationConfig):

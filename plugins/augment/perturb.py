@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from eclsr import BuildContext, MildAugmentation, MildAugmentationConfig, Step, hookimpl
+from eclsr.api import BuildContext, MildAugmentation, MildAugmentationConfig, Step, hookimpl
 
 NORM_FLOOR = 1e-12  # keeps the rescaling finite where h is (numerically) zero
 

@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from eclsr import (
+from eclsr.api import (
     AugmentedBatch,
     BuildContext,
     InvasiveAugmentation,

@@ -13,15 +13,16 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from eclsr import (
+from eclsr.api import (
     AugmentedBatch,
     BuildContext,
     InvasiveAugmentation,
     InvasiveAugmentationConfig,
     Step,
     hookimpl,
+    randint_below,
+    window_length,
 )
-from eclsr.sampling import randint_below, window_length
 
 
 class ReorderConfig(InvasiveAugmentationConfig):

@@ -16,7 +16,7 @@ import torch.nn.functional as F  # noqa: N812
 from pydantic import Field
 from torch import Tensor
 
-from eclsr import BuildContext, hookimpl
+from eclsr.api import BuildContext, hookimpl
 from eclsr.plugins.encoders._transformer import TransformerEncoder, TransformerEncoderConfig
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 from torch import Tensor, nn
 
-from eclsr import BuildContext, Encoder, EncoderConfig, hookimpl
+from eclsr.api import BuildContext, Encoder, EncoderConfig, hookimpl
 
 
 class GRU4RecConfig(EncoderConfig):

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from eclsr import BuildContext, EclsrError, Encoder, EncoderConfig, hookimpl
+from eclsr.api import BuildContext, EclsrError, Encoder, EncoderConfig, hookimpl
 
 
 class PopConfig(EncoderConfig):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar, Literal
 
-from eclsr import BuildContext, hookimpl
+from eclsr.api import BuildContext, hookimpl
 from eclsr.plugins.encoders._transformer import TransformerEncoder, TransformerEncoderConfig
 
 

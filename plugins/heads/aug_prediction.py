@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from eclsr import BuildContext, Head, HeadConfig, Step, hookimpl, last_position
+from eclsr.api import BuildContext, Head, HeadConfig, Step, hookimpl, last_position
 
 if TYPE_CHECKING:
-    from eclsr.components import InvasiveSlot
+    from eclsr.api import InvasiveSlot
 
 
 def _default_augmentations() -> list[dict[str, str]]:

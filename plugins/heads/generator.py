@@ -18,7 +18,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from eclsr import (
+from eclsr.api import (
     BuildContext,
     Head,
     HeadConfig,
@@ -31,7 +31,7 @@ from eclsr import (
 )
 
 if TYPE_CHECKING:
-    from eclsr.components import EncoderSlot
+    from eclsr.api import EncoderSlot
 
 
 class GeneratorConfig(HeadConfig):

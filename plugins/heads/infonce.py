@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from eclsr import BuildContext, EclsrError, Head, HeadConfig, Step, hookimpl, last_k_positions
+from eclsr.api import BuildContext, EclsrError, Head, HeadConfig, Step, hookimpl, last_k_positions
 
 if TYPE_CHECKING:
-    from eclsr.components import AugmentationSlot
+    from eclsr.api import AugmentationSlot
 
 
 class InfoNCEConfig(HeadConfig):

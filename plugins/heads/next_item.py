@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from eclsr import (
+from eclsr.api import (
     BuildContext,
     EclsrError,
     Head,

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from eclsr import (
+from eclsr.api import (
     AugmentedBatch,
     BuildContext,
     EclsrError,
@@ -35,7 +35,7 @@ from eclsr import (
 )
 
 if TYPE_CHECKING:
-    from eclsr.components import InvasiveSlot
+    from eclsr.api import InvasiveSlot
 
 
 class RIDConfig(HeadConfig):

@@ -10,9 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from eclsr import hookimpl
-from eclsr.datasets.base import Interactions, ReaderConfig
-from eclsr.datasets.parsing import read_delimited
+from eclsr.api import Interactions, ReaderConfig, hookimpl, read_delimited
 
 
 class CsvReaderConfig(ReaderConfig):

@@ -10,9 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from eclsr import hookimpl
-from eclsr.datasets.base import Interactions, ReaderConfig
-from eclsr.datasets.parsing import read_lines, split_rows, to_numbers
+from eclsr.api import Interactions, ReaderConfig, hookimpl, read_lines, split_rows, to_numbers
 
 
 class MovieLensDatReaderConfig(ReaderConfig):

@@ -11,9 +11,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from eclsr import hookimpl
-from eclsr.datasets.base import Interactions, ReaderConfig
-from eclsr.datasets.parsing import read_lines, split_rows
+from eclsr.api import Interactions, ReaderConfig, hookimpl, read_lines, split_rows
 
 
 class PairsReaderConfig(ReaderConfig):

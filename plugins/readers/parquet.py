@@ -8,9 +8,15 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from eclsr import DataError, hookimpl
-from eclsr.datasets.base import Interactions, ReaderConfig
-from eclsr.datasets.parsing import interactions_from_columns, pick_columns, require_file
+from eclsr.api import (
+    DataError,
+    Interactions,
+    ReaderConfig,
+    hookimpl,
+    interactions_from_columns,
+    pick_columns,
+    require_file,
+)
 
 
 class ParquetReaderConfig(ReaderConfig):

@@ -12,9 +12,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from eclsr import DataError, hookimpl
-from eclsr.datasets.base import Interactions, ReaderConfig
-from eclsr.datasets.parsing import read_lines, to_numbers
+from eclsr.api import DataError, Interactions, ReaderConfig, hookimpl, read_lines, to_numbers
 
 
 class SequenceReaderConfig(ReaderConfig):

@@ -1,0 +1,260 @@
+"""``eclsr recommend | evaluate | export | report | compare``: using and comparing finished runs.
+
+Handlers take ``(args, console)`` and return an exit code; user mistakes raise
+:class:`eclsr.EclsrError`, which the main CLI prints (exit 2). ``evaluate`` returns 1 when the
+re-scored metrics differ from ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from eclsr.errors import EclsrError
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the run-using subcommands on the ``eclsr`` parser."""
+    recommend = sub.add_parser("recommend", help="top-k items for raw-id histories")
+    _run_dir(recommend)
+    source = recommend.add_mutually_exclusive_group(required=True)
+    source.add_argument("--history", help='raw item ids, oldest first: "id id id"')
+    source.add_argument("--input", type=Path, help="file with one history per line (batch)")
+    recommend.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    recommend.add_argument(
+        "--exclude-seen", action="store_true", help="never recommend history items"
+    )
+    recommend.add_argument(
+        "--skip-unknown", action="store_true", help="drop unknown ids (warn) instead of failing"
+    )
+    recommend.add_argument("--json", action="store_true", help="print JSON")
+    recommend.set_defaults(handler=cmd_recommend)
+
+    evaluate = sub.add_parser("evaluate", help="re-score a saved model; compare with results.json")
+    _run_dir(evaluate)
+    evaluate.add_argument("--split", choices=["test", "valid"], default="test")
+    evaluate.add_argument(
+        "--device", default=None, help="cpu, cuda (default: the run's, if available)"
+    )
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    export = sub.add_parser("export", help="write the item embedding table with raw ids")
+    _run_dir(export)
+    export.add_argument(
+        "--out", type=Path, required=True, help="FILE.npz (ids, vectors) or FILE.npy"
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    export.set_defaults(handler=cmd_export)
+
+    report = sub.add_parser("report", help="runs side by side; optional PNG plots")
+    report.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    report.add_argument(
+        "--metric", action="append", default=[], help="test metric to show (repeatable)"
+    )
+    report.add_argument(
+        "--plots",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write PNGs here (needs eclsr[plot])",
+    )
+    report.add_argument(
+        "--allow-protocol-mismatch", action="store_true", help="show runs with different protocols"
+    )
+    report.set_defaults(handler=cmd_report)
+
+    compare = sub.add_parser("compare", help="paired t-test and Wilcoxon over per-user metrics")
+    compare.add_argument("run_a", type=Path, metavar="RUN_A")
+    compare.add_argument("run_b", type=Path, metavar="RUN_B")
+    compare.add_argument(
+        "--metric", action="append", default=[], help="per-user metric, e.g. ndcg@10 (repeatable)"
+    )
+    compare.add_argument("--split", choices=["test", "valid"], default="test")
+    compare.add_argument(
+        "--alpha", type=float, default=0.01, help="significance level (default 0.01)"
+    )
+    compare.add_argument("--json", action="store_true", help="print JSON")
+    compare.set_defaults(handler=cmd_compare)
+
+
+def _run_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    parser.add_argument(
+        "--plugin",
+        dest="plugin_files",
+        action="append",
+        default=[],
+        metavar="FILE.py",
+        help="load a plugin file the run's recipe needs (repeatable)",
+    )
+
+
+def read_histories(path: Path) -> list[list[str]]:
+    """One history per non-blank line (``#`` starts a comment line)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"--input {str(path)!r} cannot be read as UTF-8 text ({exc})."
+        raise EclsrError(msg) from None
+    histories = [
+        line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")
+    ]
+    if not histories:
+        msg = f"--input {str(path)!r} holds no history; write one per line: raw item ids, oldest first."
+        raise EclsrError(msg)
+    return histories
+
+
+def cmd_recommend(args: argparse.Namespace, out: Console) -> int:
+    """``eclsr recommend RUN_DIR --history "..." | --input FILE``."""
+    from eclsr.results.inference import Recommender
+
+    histories = [args.history.split()] if args.history is not None else read_histories(args.input)
+    recommender = Recommender.from_run(args.run_dir, plugin_files=args.plugin_files)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lists = recommender.recommend(
+            histories, args.k, args.exclude_seen, "skip" if args.skip_unknown else "error"
+        )
+    for warning in caught:
+        Console(stderr=True).print(f"[yellow]warning:[/] {warning.message}", highlight=False)
+    if args.json:
+        print(json.dumps([[{"item": i, "score": s} for i, s in row] for row in lists]))
+        return 0
+    for number, (history, row) in enumerate(zip(histories, lists, strict=True)):
+        table = Table(
+            title=f"history {number}: …{' '.join(history[-5:])}" if len(histories) > 1 else None
+        )
+        for column in ("rank", "item", "score"):
+            table.add_column(column, justify="left" if column == "item" else "right")
+        for rank, (item, score) in enumerate(row, start=1):
+            table.add_row(str(rank), item, f"{score:.4f}")
+        out.print(table)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, out: Console) -> int:
+    """``eclsr evaluate RUN_DIR``: re-score and compare with ``results.json``."""
+    from eclsr.results.inference import evaluate_run
+
+    result = evaluate_run(args.run_dir, args.split, args.device, args.plugin_files)
+    table = Table(title=f"{args.run_dir}: {args.split} split on {result.device}")
+    for column in ("metric", "results.json", "re-scored", ""):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for key, value in result.metrics.items():
+        saved = result.saved.get(key)
+        mark = (
+            "–"
+            if saved is None
+            else ("[green]exact[/]" if saved == value else f"[red]{value - saved:+.2e}[/]")
+        )
+        table.add_row(key, "–" if saved is None else f"{saved:.6f}", f"{value:.6f}", mark)
+    out.print(table)
+    if result.saved_ranks is not None:
+        same = result.saved_ranks.shape == result.ranks.shape and bool(
+            (result.saved_ranks == result.ranks).all()
+        )
+        out.print(f"per-user ranks identical to ranks.npz: {'yes' if same else '[red]no[/]'}")
+    if not result.matches:
+        out.print(
+            "[red]the re-scored metrics differ from results.json[/] (another device or library version?)"
+        )
+        return 1
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, out: Console) -> int:
+    """``eclsr export RUN_DIR --out FILE``."""
+    from eclsr.results.inference import Recommender, export_items
+
+    recommender = Recommender.from_run(args.run_dir, plugin_files=args.plugin_files)
+    written = export_items(recommender, args.out, args.overwrite)
+    count, dim = recommender.data.num_items, recommender.model.item_embedding.embedding_dim
+    out.print(
+        f"wrote {count} item vectors of size {dim}: {', '.join(map(str, written))}", highlight=False
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, out: Console) -> int:
+    """``eclsr report RUN_DIR ...``: a side-by-side table, optional PNG plots."""
+    from eclsr.results.report import (
+        check_protocols,
+        load_run,
+        report_metrics,
+        require_pyplot,
+        runs_table,
+        write_plots,
+    )
+
+    runs = [load_run(path) for path in args.run_dirs]
+    problems = check_protocols(runs, args.allow_protocol_mismatch)
+    metrics = report_metrics(runs, args.metric)
+    if args.plots is not None:
+        require_pyplot()  # fail before printing anything when matplotlib is missing
+    _print_wide(out, runs_table(runs, metrics))
+    for number, run in enumerate(runs):
+        out.print(f"  {number}: {run.path}", highlight=False)
+    for problem in problems:
+        out.print(f"[yellow]protocol differs:[/] {problem}", highlight=False)
+    if args.plots is not None:
+        for path in write_plots(runs, args.plots, metrics):
+            out.print(f"wrote {path}", highlight=False)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, out: Console) -> int:
+    """``eclsr compare RUN_A RUN_B``: paired tests over per-user metrics (B − A)."""
+    from eclsr.results.report import compare_runs, load_run
+
+    if not 0 < args.alpha < 1:
+        msg = f"--alpha must be between 0 and 1, got {args.alpha}."
+        raise EclsrError(msg)
+    metrics = args.metric or ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]
+    tests = compare_runs(load_run(args.run_a), load_run(args.run_b), metrics, args.split)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    t.__dict__ | {"diff": t.diff, "significant": max(t.p_t, t.p_w) < args.alpha}
+                    for t in tests
+                ]
+            )
+        )
+        return 0
+    table = Table(title=f"B = {args.run_b} vs A = {args.run_a} ({args.split}, {tests[0].n} users)")
+    for column in ("metric", "mean A", "mean B", "B − A", "t", "p (t-test)", "p (Wilcoxon)"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for test in tests:
+        table.add_row(
+            test.metric,
+            f"{test.mean_a:.4f}",
+            f"{test.mean_b:.4f}",
+            f"{test.diff:+.4f}",
+            f"{test.t:.3f}",
+            _p(test.p_t, args.alpha),
+            _p(test.p_w, args.alpha),
+        )
+    _print_wide(out, table)
+    note = (
+        "scipy.stats"
+        if tests[0].exact_scipy
+        else "built-in (scipy not installed: t-test exact, Wilcoxon by normal approximation)"
+    )
+    out.print(f"* p < {args.alpha}; two-sided; tests from {note}.", highlight=False)
+    return 0
+
+
+def _print_wide(out: Console, renderable: Table) -> None:
+    """Print a table without squeezing it to 80 columns when stdout is not a terminal."""
+    target = out if out.is_terminal else Console(file=out.file, width=250, no_color=out.no_color)
+    target.print(renderable)
+
+
+def _p(value: float, alpha: float) -> str:
+    return f"[bold]{value:.2e} *[/]" if value < alpha else f"{value:.2e}"

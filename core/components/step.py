@@ -1,0 +1,133 @@
+"""One training step's shared state: the batch, the model parts and memoised passes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+from torch import Tensor, nn
+
+from eclsr.components.runtime import Encoder
+from eclsr.ops.positions import real_mask
+
+T = TypeVar("T")
+
+
+@dataclass
+class Batch:
+    """A batch of training sequences, right-padded and trimmed to its longest row.
+
+    Attributes:
+        items: ``[B, T]`` input item ids (0 = padding).
+        targets: ``[B, T]`` next item at each position (0 at padding).
+        lengths: ``[B]`` number of real positions per row.
+        users: ``[B]`` user indices (rows of the dataset).
+    """
+
+    items: Tensor
+    targets: Tensor
+    lengths: Tensor
+    users: Tensor
+
+    @property
+    def mask(self) -> Tensor:
+        """``[B, T]`` bool, True at real positions."""
+        return real_mask(self.lengths, self.items.size(1))
+
+    def to(self, device: torch.device | str) -> Batch:
+        """Move every tensor to ``device``."""
+        return Batch(*(t.to(device) for t in (self.items, self.targets, self.lengths, self.users)))
+
+
+@dataclass
+class Step:
+    """Everything a head or augmentation sees during one training step.
+
+    Expensive results are shared through :meth:`memo`, so the UBE's first pass serves the
+    next-item loss, the RID conditioning and the first contrastive view, and one generator pass
+    serves both the generator loss and the masked substitution.
+
+    Attributes:
+        batch: the batch being trained on.
+        encoder: the UBE.
+        item_embedding: the shared item table ``[N+2, D]``.
+        num_items: N.
+        generator: the seeded random generator every component must draw from.
+        epoch: current epoch (0-based).
+        stage: training stage (1, or 2 after a two-stage schedule switches).
+        generator_frozen: True when the generator must run without gradients.
+        services: modules published by heads (e.g. ``"generator"``).
+        rank: this process's rank under torchrun (0 alone).
+        world_size: number of processes (1 alone). Heads that average over units (positions,
+            sequences) call :meth:`global_mean`, and contrastive heads :meth:`gather_rows`, so a
+            distributed run computes the loss of the global batch.
+    """
+
+    batch: Batch
+    encoder: Encoder
+    item_embedding: nn.Embedding
+    num_items: int
+    generator: torch.Generator
+    epoch: int = 0
+    stage: int = 1
+    generator_frozen: bool = False
+    services: dict[str, nn.Module] = field(default_factory=dict)
+    rank: int = 0
+    world_size: int = 1
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def global_mean(self, local_mean: Tensor, count: int) -> Tensor:
+        """Turn a mean over this process's ``count`` units into its share of the global mean.
+
+        Alone, ``local_mean`` is returned unchanged. Under DDP, which averages gradients over the
+        ``W`` processes, the result is ``local_mean · count · W / global_count``, so the averaged
+        gradient is exactly that of the mean over every unit of the global batch.
+        """
+        if self.world_size == 1:
+            return local_mean
+        total = torch.tensor([float(count)], device=local_mean.device)
+        dist.all_reduce(total)
+        return local_mean * (count * self.world_size / total.clamp(min=1.0))
+
+    def gather_rows(self, rows: Tensor) -> tuple[Tensor, int]:
+        """Concatenate every process's ``rows [B_r, D]`` in rank order, keeping gradients.
+
+        Returns the global ``[ΣB_r, D]`` tensor and the offset of this process's rows in it
+        (alone: ``rows`` and 0). Used for in-batch negatives across processes.
+        """
+        if self.world_size == 1:
+            return rows, 0
+        sizes_t = torch.tensor([rows.size(0)], device=rows.device)
+        sizes_list = [torch.zeros_like(sizes_t) for _ in range(self.world_size)]
+        dist.all_gather(sizes_list, sizes_t)
+        sizes = [int(s) for s in sizes_list]
+        padded = rows.new_zeros((max(sizes), *rows.shape[1:]))
+        padded[: rows.size(0)] = rows
+        gathered = dist_nn.all_gather(padded)  # autograd-aware: gradients flow back to owners
+        parts = [g[:n] for g, n in zip(gathered, sizes, strict=True)]
+        return torch.cat(parts), sum(sizes[: self.rank])
+
+    def memo(self, key: Any, compute: Callable[[], T]) -> T:
+        """Return the value cached under ``key``, computing it once per step."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    @property
+    def hidden(self) -> Tensor:
+        """``[B, T, D]``: the UBE's first pass over the batch (computed once per step)."""
+        return self.memo("ube.hidden", lambda: self.encoder(self.batch.items, self.batch.lengths))
+
+    @property
+    def mask_token(self) -> int:
+        """Id of the [MASK] token (N+1)."""
+        return self.num_items + 1
+
+    @property
+    def item_weights(self) -> Tensor:
+        """``[N+1, D]`` output-projection rows for ids 0..N (row 0 = padding, never a target)."""
+        return self.item_embedding.weight[: self.num_items + 1]

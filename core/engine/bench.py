@@ -1,0 +1,484 @@
+"""``eclsr bench``: training and evaluation speed, peak memory and MFU of recipes on one dataset.
+
+A benchmark, not a test. For each recipe it measures, in a fresh process of its own (so peak RSS
+and the allocator state belong to that model alone):
+
+* the fp32 matmul throughput of the machine, measured at the start of that process;
+* training: real target positions per second and seconds per epoch, either over full epochs or
+  extrapolated from ``max_batches`` steady-state batches (after ``warmup`` batches) as
+  mean seconds per batch × batches per epoch. Batches are the engine's own (length-bucketed,
+  trimmed) and the step is the training loop's step;
+* full-ranking evaluation of every user on the test split (users per second);
+* peak RSS (``ru_maxrss``) and MFU = analytic model FLOPs per second / measured matmul FLOP/s.
+
+The FLOP count is analytic (see :func:`batch_flops` and docs/performance.md): only real
+positions count as tokens, so the FLOPs spent on padding are waste, not model FLOPs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from eclsr.engine.allocator import tune_allocator
+from eclsr.errors import EclsrError
+
+ML1M_SYNTHETIC = "ml-1m-synthetic"
+ML1M_USERS, ML1M_ITEMS = 6040, 3416
+NAMED = ("toys", "sports", "yelp", "ml-1m")
+MALLOCS = ("default", "tuned")
+TUNED_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What to benchmark and how (the ``eclsr bench`` flags)."""
+
+    recipes: tuple[str, ...] = ()
+    dataset: str | None = None
+    preset: str = "code"
+    models: tuple[str, ...] = ("sasrec", "ecl-sr")
+    epochs: int = 1
+    max_batches: int | None = None
+    warmup: int = 5
+    overrides: tuple[str, ...] = ()
+    evaluate: bool = True
+    isolate: bool = True
+    malloc: str = "inherit"
+    profile_steps: int = 0
+    compare_epoch_seconds: float | None = None
+    recipe_dir: str | None = None
+
+
+@dataclass
+class Job:
+    """One model to benchmark: a label, the recipe as a dict and the dataset spec."""
+
+    label: str
+    recipe: dict[str, Any]
+    dataset: str
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- recipes and data
+
+
+def recipe_root(explicit: str | None) -> Path:
+    """The ``recipes/`` folder: ``explicit``, else ./recipes, else the one beside the package."""
+    candidates = [Path(explicit)] if explicit else []
+    candidates += [Path.cwd() / "recipes", Path(__file__).resolve().parents[1] / "recipes"]
+    for path in candidates:
+        if path.is_dir():
+            return path
+    msg = "cannot find the recipes/ folder: run from the repository root or pass --recipe-dir."
+    raise EclsrError(msg)
+
+
+def make_jobs(options: BenchOptions) -> list[Job]:
+    """The recipes to run: the given files, else ``<model>[-code]/<dataset>.toml`` per model."""
+    from eclsr.recipe.load import apply_overrides, read_recipe_file
+
+    dataset = options.dataset or "yelp"
+    if options.recipes:
+        sources = [(Path(r).stem, Path(r)) for r in options.recipes]
+    else:
+        root, stem = recipe_root(options.recipe_dir), _recipe_stem(dataset)
+        suffix = "-code" if options.preset == "code" else ""
+        sources = [(m, root / f"{m}{suffix}" / f"{stem}.toml") for m in options.models]
+    jobs = []
+    for label, path in sources:
+        data = apply_overrides(read_recipe_file(path), options.overrides)
+        data.setdefault("name", f"{path.parent.name}-{path.stem}")
+        spec = options.dataset or data.get("data", {}).get("dataset", "synthetic")
+        if spec != ML1M_SYNTHETIC:
+            data.setdefault("data", {})["dataset"] = spec
+        jobs.append(Job(label, data, spec, str(path)))
+    return jobs
+
+
+def _recipe_stem(dataset: str) -> str:
+    if dataset == ML1M_SYNTHETIC:
+        return "ml-1m"
+    return dataset if dataset in NAMED else "sports"  # a file: the H64 code hyper-parameters
+
+
+def ml1m_shaped(max_len: int, seed: int = 0) -> Any:
+    """Synthetic ML-1m-shaped data: 6,040 users, 3,416 items, every training window full.
+
+    Every user has at least ``max_len + 3`` items, so each training row is a full ``max_len``
+    window (the reference code's 'h' windows) and valid/test histories are full too.
+    """
+    from eclsr.data.synthetic import generate
+
+    data = generate(
+        ML1M_USERS, ML1M_ITEMS, seed, min_length=max_len + 3, mean_extra_length=20.0,
+        max_length=max_len + 100,
+    )  # fmt: skip
+    data.name = ML1M_SYNTHETIC
+    return data
+
+
+def load_job_data(recipe: Any, dataset: str) -> Any:
+    """The dataset of one job (synthetic ML-1m shape, or through the data layer)."""
+    if dataset == ML1M_SYNTHETIC:
+        return ml1m_shaped(recipe.data.max_len, recipe.seed)
+    from eclsr.engine.train import load_data
+
+    return load_data(recipe)
+
+
+# --------------------------------------------------------------------------- FLOPs
+
+
+def encoder_flops(
+    config: Any, tokens: float, width: int, queries: float | None = None
+) -> float | None:
+    """Forward FLOPs of a transformer encoder over ``tokens`` real tokens in rows of ``width``.
+
+    Per token and layer: 2·(4·D² + 2·D·inner) for the QKV, output and FFN matmuls, plus
+    4·width·D for QKᵀ and AV (dense over the batch width). ``queries``: the states actually
+    needed (``Encoder.encode_at``); the last layer then runs its keys and values (2·2·D²) at
+    every token but the rest, 2·(2·D² + 2·D·inner) + 4·width·D, at those queries only.
+    None for non-transformers.
+    """
+    if config.name == "pop":
+        return 0.0
+    if not hasattr(config, "inner_size"):
+        return None
+    d, inner = config.hidden_size(), config.inner_size
+    per_query = 2.0 * (2 * d * d + 2 * d * inner) + 4.0 * width * d
+    per_token = 2.0 * (2 * d * d) + per_query
+    last = tokens * 2.0 * (2 * d * d) + (tokens if queries is None else queries) * per_query
+    return tokens * (config.layers - 1) * per_token + last
+
+
+def batch_flops(recipe: Any, lengths: np.ndarray, width: int, num_items: int) -> float | None:
+    """Model FLOPs of one training step (forward + backward = 3× forward where gradients flow).
+
+    Counts the UBE passes (first pass; dropout view, whose last layer runs only at the pooled
+    window; RID pass), the full-softmax projections (6·P·V·D), the generator's pass (3×; last
+    layer at its M masked positions only), its loss (6·M·V·D) and, where S'' is not filled
+    from that loss's logits, the argmax (2·M·N·D). None when a component has no formula here
+    (e.g. GRU4Rec, aug_prediction).
+    """
+    tokens, batch = float(lengths.sum()), len(lengths)
+    d, vocab = recipe.encoder.hidden_size(), num_items + 1
+    ube = encoder_flops(recipe.encoder, tokens, width)
+    if ube is None:
+        return None
+    total, generated = 3.0 * ube, set()
+    for head in recipe.heads:
+        if head.weight == 0:
+            continue
+        if head.name == "next_item":
+            columns = vocab if head.sampled_negatives is None else head.sampled_negatives + 1
+            total += 6.0 * tokens * columns * d
+        elif head.name == "infonce":
+            if head.extra != "none":
+                return None
+            if head.view.name == "dropout":
+                window = float(np.minimum(lengths, head.pooling_k).sum())
+                total += 3.0 * (encoder_flops(recipe.encoder, tokens, width, window) or 0.0)
+            passes = int(head.view.intensity == "invasive")
+            total += 3.0 * ube * (passes + int(head.augment_both)) + 6.0 * batch * batch * d
+        elif head.name == "generator":
+            masked = expected_masked(lengths, head.mask_ratio)
+            gen = encoder_flops(head.encoder, tokens, width, masked)
+            if gen is None:
+                return None
+            generated.add(head.mask_ratio)
+            total += 3.0 * gen + 6.0 * masked * vocab * d
+        elif head.name == "rid":
+            aug = head.augmentation
+            if aug.name == "masked_substitution" and aug.mask_ratio not in generated:
+                gen_head = next(h for h in recipe.heads if h.name == "generator")
+                masked = expected_masked(lengths, aug.mask_ratio)
+                total += encoder_flops(gen_head.encoder, tokens, width, masked) or 0.0
+                total += 2.0 * masked * num_items * d
+            total += 3.0 * ube
+            if head.condition == "concat":
+                total += 6.0 * tokens * (2 * d * d + d)
+        else:
+            return None
+    return total
+
+
+def expected_masked(lengths: np.ndarray, ratio: float) -> float:
+    """E[masked positions]: γ per real position, plus one forced where a row drew none."""
+    n = lengths.astype(np.float64)
+    return float((ratio * n + (1.0 - ratio) ** n * (n > 0)).sum())
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def matmul_gflops(sizes: Sequence[int] = (1024, 2048), repeats: int = 3) -> dict[str, float]:
+    """Best fp32 matmul GFLOP/s per size (one warm-up product first), and their maximum."""
+    out: dict[str, float] = {}
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b  # noqa: B018  (warm-up)
+        best = min(_timed(lambda a=a, b=b: a @ b) for _ in range(repeats))
+        out[f"{n}"] = round(2.0 * n**3 / best / 1e9, 1)
+    out["peak"] = max(out.values())
+    return out
+
+
+def _timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (MiB; ru_maxrss is KiB on Linux)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+def bench_job(job: Job, options: BenchOptions) -> dict[str, Any]:
+    """Measure one recipe (runs inside the worker process when isolated)."""
+    from eclsr.recipe.load import validate_recipe
+
+    recipe = validate_recipe(job.recipe, source=job.source or job.label)
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    allocator_tuned = recipe.train.tune_allocator and tune_allocator()
+    peak = matmul_gflops()  # with the threads the model trains with
+    data = load_job_data(recipe, job.dataset)
+    result: dict[str, Any] = {
+        "model": job.label, "recipe": job.source, "dataset": job.dataset,
+        "users": data.num_users, "items": data.num_items, "max_len": recipe.data.max_len,
+        "hidden": recipe.encoder.hidden_size(), "amp": recipe.train.amp,
+        "threads": torch.get_num_threads(), "matmul_gflops": peak,
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "allocator_tuned_by_mallopt": allocator_tuned,
+        "rss_after_data_mib": peak_rss_mib(),
+    }  # fmt: skip
+    result |= train_and_time(recipe, data, options, peak["peak"])
+    result["peak_rss_mib"] = peak_rss_mib()
+    return result
+
+
+def run_bench(options: BenchOptions) -> dict[str, Any]:
+    """Benchmark every job; returns the JSON document (``models`` holds one dict per recipe)."""
+    jobs = make_jobs(options)
+    if not options.isolate:
+        results = [bench_job(job, options) for job in jobs]
+    elif options.malloc == "both":  # default then tuned, per job: a ratio from one run
+        results = [_run_isolated(job, options, malloc) for job in jobs for malloc in MALLOCS]
+        for row, malloc in zip(results, MALLOCS * len(jobs), strict=True):
+            row["model"] += f" ({malloc} malloc)"
+    else:
+        results = [_run_isolated(job, options, options.malloc) for job in jobs]
+    for row in results:
+        if options.compare_epoch_seconds:
+            row["reference_epoch_seconds"] = options.compare_epoch_seconds
+            row["speedup_vs_reference"] = round(
+                options.compare_epoch_seconds / row["train"]["seconds_per_epoch"], 2
+            )
+    return {
+        "command": "eclsr bench",
+        "options": {k: v for k, v in options.__dict__.items()},
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "models": results,
+    }
+
+
+def _with_train(recipe: dict[str, Any], **train: Any) -> dict[str, Any]:
+    """A copy of a recipe dict with ``train`` keys replaced."""
+    return {**recipe, "train": {**recipe.get("train", {}), **train}}
+
+
+def _run_isolated(job: Job, options: BenchOptions, malloc: str) -> dict[str, Any]:
+    """Run :func:`bench_job` in a fresh spawned process (own peak RSS, own allocator settings).
+
+    ``default`` also switches off the engine's own start-up tuning (``train.tune_allocator``), so
+    the pair measures glibc's defaults against the tuned allocator.
+    """
+    if malloc == "default":
+        job = dataclasses.replace(job, recipe=_with_train(job.recipe, tune_allocator=False))
+    saved = os.environ.get("GLIBC_TUNABLES")
+    if malloc == "tuned":
+        os.environ["GLIBC_TUNABLES"] = TUNED_MALLOC
+    elif malloc == "default":
+        os.environ.pop("GLIBC_TUNABLES", None)
+    try:
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            return pool.submit(bench_job, job, options).result()
+    finally:
+        if saved is None:
+            os.environ.pop("GLIBC_TUNABLES", None)
+        else:
+            os.environ["GLIBC_TUNABLES"] = saved
+
+
+def train_and_time(
+    recipe: Any, data: Any, options: BenchOptions, peak_gflops: float
+) -> dict[str, Any]:
+    """Build the model, time training (and evaluation); the ``train``/``eval`` result sections."""
+    from eclsr.data.batching import LeaveOneOut, epoch_order
+    from eclsr.engine.model import Model
+    from eclsr.engine.train import make_optimizer, resolve_device, training_item_counts
+
+    device = resolve_device(recipe.train.device)
+    split = LeaveOneOut(data, recipe.data.max_len)
+    windows = split.train()
+    torch.manual_seed(recipe.seed)
+    model = Model(recipe, data.num_items, training_item_counts(data)).to(device)
+    if recipe.train.compile:
+        model.encoder = torch.compile(model.encoder)  # type: ignore[assignment]
+    optimizer = make_optimizer(model, recipe.train)
+    loop = _Loop(model, optimizer, recipe, data, windows, device)
+    orders = [epoch_order(windows, recipe.train.batch_size, recipe.seed, e, recipe.train.bucket_by_length)
+              for e in range(max(options.epochs, 1))]  # fmt: skip
+    for rows in orders[0][: options.warmup]:
+        loop.step(rows)
+    full = options.max_batches is None or options.max_batches >= len(orders[0])
+    if full:  # every batch of options.epochs epochs
+        timed = [rows for order in orders for rows in order]
+    else:  # max_batches steady-state batches of epoch 0, after the warm-up ones
+        timed = (orders[0][options.warmup :] or orders[0])[: options.max_batches]
+    seconds = [loop.step(rows) for rows in timed]
+    out = {
+        "train": _train_section(recipe, data, windows, orders[0], timed, seconds, full, peak_gflops)
+    }
+    out["device"] = str(device)
+    if options.profile_steps:
+        out["profile"] = profile_steps(loop, orders[0][: options.profile_steps])
+    if options.evaluate:
+        out["eval"] = eval_section(model, data, split, recipe, device)
+    return out
+
+
+class _Loop:
+    """The training loop's own ``train_step``, timed one batch at a time."""
+
+    def __init__(
+        self, model: Any, optimizer: Any, recipe: Any, data: Any, windows: Any, device: Any
+    ) -> None:
+        self.model, self.optimizer, self.recipe = model, optimizer, recipe
+        self.data, self.windows, self.device = data, windows, device
+        self.generator = torch.Generator(device=device).manual_seed(recipe.seed)
+        model.train()
+
+    def step(self, rows: np.ndarray) -> float:
+        """Run one optimisation step on window ``rows``; return its wall seconds."""
+        from eclsr.components.step import Step
+        from eclsr.data.batching import make_batch
+        from eclsr.engine.train import train_step
+
+        model = self.model
+        _sync(self.device)
+        start = time.perf_counter()
+        batch = make_batch(self.data, self.windows, rows).to(self.device)
+        step = Step(batch, model.encoder, model.item_embedding, model.num_items, self.generator,
+                    services=model.services)  # fmt: skip
+        _, loss = train_step(model, model, self.optimizer, step, frozenset(), self.recipe.train)
+        float(loss.detach())  # the loop reads every loss back (a sync on GPU)
+        _sync(self.device)
+        return time.perf_counter() - start
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _train_section(
+    recipe: Any,
+    data: Any,
+    windows: Any,
+    epoch: list[np.ndarray],
+    timed: list[np.ndarray],
+    seconds: list[float],
+    full: bool,
+    peak_gflops: float,
+) -> dict[str, Any]:
+    """Positions/s, seconds per epoch (measured or extrapolated), FLOPs and MFU."""
+    positions = [int(windows.length[rows].sum()) for rows in timed]
+    flops = [_rows_flops(recipe, windows, rows, data.num_items) for rows in timed]
+    epoch_flops = [_rows_flops(recipe, windows, rows, data.num_items) for rows in epoch]
+    total = sum(seconds)
+    per_batch = total / max(len(seconds), 1)
+    known = None not in flops
+    model_flops_per_s = sum(flops) / total if known and total > 0 else None  # type: ignore[arg-type]
+    return {
+        "epoch_mode": "full" if full else "extrapolated",
+        "epoch_note": (
+            f"{len(seconds)} full-epoch batches timed"
+            if full
+            else f"mean of {len(seconds)} steady-state batches × {len(epoch)} batches per epoch"
+        ),
+        "batches_per_epoch": len(epoch),
+        "batches_timed": len(seconds),
+        "positions_per_epoch": int(windows.length.sum()),
+        "positions_per_second": round(sum(positions) / total, 1) if total else None,
+        "seconds_per_epoch": round(total / (len(seconds) / len(epoch)), 2)
+        if full
+        else round(per_batch * len(epoch), 2),
+        "seconds_per_batch": round(per_batch, 4),
+        "seconds_per_batch_median": round(float(np.median(seconds)), 4) if seconds else None,
+        "model_gflop_per_epoch": round(sum(epoch_flops) / 1e9, 1)  # type: ignore[arg-type]
+        if None not in epoch_flops
+        else None,
+        "model_flops_per_second": model_flops_per_s,
+        "model_gflops": round(model_flops_per_s / 1e9, 2) if model_flops_per_s else None,
+        "mfu": round(model_flops_per_s / (peak_gflops * 1e9), 6) if model_flops_per_s else None,
+    }
+
+
+def _rows_flops(recipe: Any, windows: Any, rows: np.ndarray, num_items: int) -> float | None:
+    lengths = windows.length[rows]
+    return batch_flops(recipe, lengths, int(lengths.max()), num_items)
+
+
+def eval_section(model: Any, data: Any, split: Any, recipe: Any, device: Any) -> dict[str, Any]:
+    """Time full-ranking evaluation of every test user (the training loop's ``evaluate_split``)."""
+    from eclsr.engine.train import evaluate_split
+
+    windows = split.evaluation("test")
+    _sync(device)
+    start = time.perf_counter()
+    metrics, _ = evaluate_split(model, data, windows, recipe, device)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return {
+        "users": len(windows.users),
+        "seconds": round(seconds, 3),
+        "users_per_second": round(len(windows.users) / seconds, 1),
+        "batch_size": recipe.train.eval_batch_size,
+        "ndcg@10": round(metrics.get("ndcg@10", float("nan")), 5),
+    }
+
+
+def profile_steps(loop: _Loop, batches: list[np.ndarray], rows: int = 25) -> list[dict[str, Any]]:
+    """torch.profiler over some steps: the top ops by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for batch_rows in batches:
+            loop.step(batch_rows)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    return [
+        {
+            "op": e.key,
+            "self_cpu_s": round(e.self_cpu_time_total / 1e6, 3),
+            "share": round(e.self_cpu_time_total / total, 4),
+            "calls": e.count,
+        }
+        for e in events[:rows]
+    ]

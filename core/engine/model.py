@@ -1,0 +1,97 @@
+"""Model assembly: a shared item table, the UBE and weighted heads, all built from a recipe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from eclsr.components.configs import BuildContext, HeadConfig
+from eclsr.components.runtime import Encoder
+from eclsr.components.step import Step
+
+INIT_STD = 0.02
+
+
+class Model(nn.Module):
+    """An encoder (the UBE) plus heads; the next-item loss is a head like any other.
+
+    Attributes:
+        item_embedding: ``[N+2, D]`` table shared by every module (0 = padding, N+1 = [MASK]).
+        encoder: the UBE; ranking uses only it.
+        heads: the objectives, in recipe order.
+        head_names: unique loss names (a repeated head name gets a ``_2`` suffix).
+    """
+
+    def __init__(self, recipe: Any, num_items: int, item_counts: Tensor) -> None:
+        super().__init__()
+        self.num_items = num_items
+        self.register_buffer("item_counts", item_counts.float(), persistent=False)
+        hidden = recipe.encoder.hidden_size()
+        self.item_embedding = nn.Embedding(num_items + 2, hidden, padding_idx=0)
+        ctx = BuildContext(
+            num_items=num_items,
+            max_len=recipe.data.max_len,
+            item_embedding=self.item_embedding,
+            hidden_size=hidden,
+            item_counts=item_counts,
+        )
+        self.encoder: Encoder = recipe.encoder.build(ctx)
+        ctx.encoder = self.encoder
+        self.head_configs: list[HeadConfig] = list(recipe.heads)
+        self.heads = nn.ModuleList(config.build(ctx) for config in self.head_configs)
+        self.head_names = unique_names([config.name for config in self.head_configs])
+        self.services: dict[str, nn.Module] = (
+            ctx.services
+        )  # plain dict: already registered as heads
+        self.reset_item_embedding()
+
+    def reset_item_embedding(self) -> None:
+        """N(0, 0.02) init with a zero padding row (padding_idx keeps it from being updated)."""
+        nn.init.normal_(self.item_embedding.weight, std=INIT_STD)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    def forward(
+        self, step: Step, dropped: frozenset[str] = frozenset()
+    ) -> dict[str, tuple[float, Tensor]]:
+        """The losses of one step (see :meth:`losses`); the entry point DDP wraps."""
+        return self.losses(step, dropped)
+
+    def losses(
+        self, step: Step, dropped: frozenset[str] = frozenset()
+    ) -> dict[str, tuple[float, Tensor]]:
+        """Every active head's loss as ``name → (weight, unweighted loss)``.
+
+        Heads with weight 0, and heads whose registered name is in ``dropped`` (the second stage of
+        a two-stage schedule), are skipped without running.
+        """
+        out: dict[str, tuple[float, Tensor]] = {}
+        for name, config, head in zip(self.head_names, self.head_configs, self.heads, strict=True):
+            if config.weight == 0 or config.name in dropped:
+                continue
+            result = head(step)
+            if isinstance(result, dict):
+                out.update(
+                    {f"{name}.{key}": (config.weight, value) for key, value in result.items()}
+                )
+            else:
+                out[name] = (config.weight, result)
+        return out
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """``["infonce", "infonce"]`` → ``["infonce", "infonce_2"]``."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return out
+
+
+def total_loss(losses: dict[str, tuple[float, Tensor]]) -> Tensor:
+    """Sum of ``weight * loss`` (a zero tensor when no head is active)."""
+    terms = [weight * loss for weight, loss in losses.values()]
+    return torch.stack(terms).sum() if terms else torch.zeros(())

@@ -1,0 +1,3 @@
+"""Tensor operations for component authors: position helpers, seeded sampling, the fast dropout
+and the fused full-softmax loss. Imported through :mod:`eclsr.api`.
+"""

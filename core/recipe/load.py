@@ -1,0 +1,209 @@
+"""Reading, overriding and validating recipes. Safe parsing only: TOML, or YAML's safe loader."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from eclsr.errors import RecipeError
+from eclsr.recipe.schema import recipe_model
+from eclsr.registry.manager import Registries, collect_registries, load_plugin_file
+
+_INDEX = re.compile(r"^(?P<key>[^\[\]]+)((?:\[\d+\])*)$")
+
+
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML or YAML recipe file into a dict (no validation yet)."""
+    file = Path(path)
+    if not file.is_file():
+        msg = f"recipe file {str(file)!r} does not exist. Check the path (recipes live under recipes/)."
+        raise RecipeError(msg)
+    text = _read_text(file)
+    try:
+        if file.suffix == ".toml":
+            data: object = tomllib.loads(text)
+        elif file.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        else:
+            msg = f"{file}: unknown recipe format {file.suffix!r}; use a .toml, .yaml or .yml file."
+            raise RecipeError(msg)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        msg = f"{file}: not valid {file.suffix.lstrip('.').upper()}: {exc}"
+        raise RecipeError(msg) from None
+    except RecursionError:
+        msg = (
+            f"{file}: nested too deeply to be a recipe. Check the file's brackets and indentation."
+        )
+        raise RecipeError(msg) from None
+    if not isinstance(data, dict):
+        msg = (
+            f"{file}: a recipe must be a table/mapping at the top level, got {type(data).__name__}."
+        )
+        raise RecipeError(msg)
+    return data
+
+
+def _read_text(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        msg = f"{file}: not UTF-8 text. Save the recipe as UTF-8."
+        raise RecipeError(msg) from None
+    except OSError as exc:
+        msg = f"{file}: cannot be read ({exc.strerror})."
+        raise RecipeError(msg) from None
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``key.sub[2].leaf=value`` overrides applied.
+
+    Values are parsed as YAML scalars/flow collections (``0.5``, ``true``, ``[5, 10]``,
+    ``{name: crop}``); anything else is a string. Validation happens afterwards, as for a file.
+    """
+    result = copy.deepcopy(dict(data))
+    for override in overrides:
+        path, sep, raw = override.partition("=")
+        if not sep or not path.strip():
+            msg = f"--set {override!r}: expected KEY=VALUE, e.g. --set train.epochs=2"
+            raise RecipeError(msg)
+        _assign(result, _split_path(path.strip(), override), _parse_value(raw), override)
+    return result
+
+
+def _split_path(path: str, override: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for piece in path.split("."):
+        match = _INDEX.match(piece)
+        if not match:
+            msg = (
+                f"--set {override!r}: cannot read the key path {path!r}; write e.g. heads[1].weight"
+            )
+            raise RecipeError(msg)
+        parts.append(match.group("key"))
+        parts += [int(i) for i in re.findall(r"\[(\d+)\]", piece)]
+    return [int(p) if isinstance(p, str) and p.isdigit() else p for p in parts]
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def _assign(node: Any, path: list[str | int], value: Any, override: str) -> None:
+    for position, key in enumerate(path[:-1]):
+        nxt = path[position + 1]
+        if isinstance(key, int):
+            if not isinstance(node, list) or key >= len(node):
+                msg = f"--set {override!r}: index {key} is out of range (the list has {len(node) if isinstance(node, list) else 0} items)"
+                raise RecipeError(msg)
+            node = node[key]
+        else:
+            if not isinstance(node, dict):
+                msg = f"--set {override!r}: {key!r} is not inside a table"
+                raise RecipeError(msg)
+            node = node.setdefault(key, [] if isinstance(nxt, int) else {})
+    last = path[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            msg = f"--set {override!r}: index {last} is out of range"
+            raise RecipeError(msg)
+        node[last] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        msg = f"--set {override!r}: {last!r} is not inside a table"
+        raise RecipeError(msg)
+
+
+def validate_recipe(
+    data: Mapping[str, Any], source: str = "<recipe>", base_dir: Path | None = None
+) -> BaseModel:
+    """Validate a recipe dict; raise :class:`RecipeError` listing every problem.
+
+    Plugin files named in ``plugins`` are loaded first so their components are valid.
+    """
+    plugins = data.get("plugins")
+    for plugin in plugins if isinstance(plugins, list) else []:  # a wrong type is reported below
+        if isinstance(plugin, str):
+            load_plugin_file(Path(base_dir or ".") / plugin)
+    regs = collect_registries()
+    try:
+        return recipe_model(regs).model_validate(dict(data))
+    except ValidationError as exc:
+        problems = [format_error(err, data, regs) for err in exc.errors()]
+        count = len(problems)
+        header = f"{source}: {count} problem{'s' if count != 1 else ''} in the recipe"
+        raise RecipeError(
+            header + ":\n" + "\n".join(f"  - {p}" for p in problems), problems
+        ) from None
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> BaseModel:
+    """Read a recipe file, apply ``--set`` overrides and validate it (one call for Python users)."""
+    file = Path(path)
+    data = apply_overrides(read_recipe_file(file), overrides)
+    data.setdefault(
+        "name",
+        file.stem if file.parent.name in ("recipes", "") else f"{file.parent.name}-{file.stem}",
+    )
+    return validate_recipe(data, source=str(file), base_dir=file.parent)
+
+
+def format_error(error: Mapping[str, Any], data: Mapping[str, Any], regs: Registries) -> str:
+    """One line for one pydantic error: location, what was expected, the valid choices."""
+    location = readable_location(error["loc"], data)
+    kind = error["type"]
+    if kind == "union_tag_invalid":
+        tag = str(error["ctx"]["tag"])
+        expected = [t.strip(" '") for t in str(error["ctx"]["expected_tags"]).split(",")]
+        close = difflib.get_close_matches(tag, expected, n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        wrong_kind = _other_kind_hint(tag, expected, regs)
+        return f"{location}.name: unknown name {tag!r}.{hint}{wrong_kind} Valid choices: {', '.join(expected)}."
+    if kind == "union_tag_not_found":
+        return f"{location}: missing `name`; say which component this is."
+    if kind == "extra_forbidden":
+        return f"{location}: unknown field. Remove it or check its spelling; `eclsr schema` lists the valid fields."
+    if kind == "literal_error":
+        return f"{location}: {error['msg']}."
+    value = error.get("input")
+    shown = f" (got {value!r})" if not isinstance(value, (dict, list)) and value is not None else ""
+    return f"{location}: {error['msg']}{shown}."
+
+
+def _other_kind_hint(tag: str, expected: list[str], regs: Registries) -> str:
+    for registry in (regs.mild, regs.invasive, regs.encoders, regs.heads):
+        if tag in registry and tag not in expected:
+            return f" {tag!r} is a {registry.kind}, which does not belong here."
+    return ""
+
+
+def readable_location(loc: Sequence[str | int], data: Any) -> str:
+    """``('heads', 3, 'rid', 'augmentation', 'crop', 'ratio')`` → ``heads[3].augmentation.ratio``.
+
+    Discriminator tags that pydantic inserts after a union field are dropped by walking the input.
+    """
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if isinstance(node, dict) and part not in node and node.get("name") == part:
+            continue  # a union tag, not a key of the input
+        if isinstance(node, dict) and part not in node and part.startswith("function-"):
+            continue
+        out += f".{part}" if out else part
+        node = node.get(part) if isinstance(node, dict) else None
+    return out or "<recipe>"

@@ -1,0 +1,372 @@
+"""A results book: finished runs kept small under a results folder, rendered as one markdown file.
+
+``collect`` copies what a comparison needs out of run directories (``results.json``, the per-user
+``ranks.npz`` and the per-epoch ``metrics.jsonl``; never checkpoints) into
+``<book>/<dataset>/<model>/seed-<seed>/``, plus ``MACHINE.json`` describing the machine that
+collected them. ``render`` turns such a folder into markdown: per dataset, each model's test
+metrics (mean ± std over seeds) beside the paper's value, its paired significance against a
+baseline model, the epochs and wall time of every run and the command that produced it.
+Everything printed is read from those files; nothing is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eclsr.engine import rundir
+from eclsr.errors import EclsrError
+from eclsr.results.report import (
+    PAPER_METRICS,
+    RunRecord,
+    check_protocols,
+    load_ranks,
+    load_run,
+    mean_std,
+    run_command,
+)
+from eclsr.results.stats import PairedTest, have_scipy, paired_tests, per_user_metric
+
+MACHINE_FILE = "MACHINE.json"
+KEPT_FILES = (rundir.RESULTS, "ranks.npz", rundir.METRICS, rundir.RECIPE)
+# Written into every rendered file; an existing output without it was not made by us and is kept.
+GENERATED_MARK = "Do not edit by hand: rerun the command."
+SIGNIFICANCE_ALPHA = 0.01  # the paper's threshold (paired t-test, p < 0.01)
+
+
+@dataclass
+class ModelRuns:
+    """The runs of one model on one dataset (one per seed)."""
+
+    dataset: str
+    model: str
+    runs: list[RunRecord]
+
+
+def dataset_name(results: dict[str, Any]) -> str:
+    """The dataset a run was evaluated on, from its recorded protocol."""
+    return str(results.get("protocol", {}).get("dataset", "unknown"))
+
+
+def model_name(results: dict[str, Any]) -> str:
+    """The recipe name without its dataset suffix: ``ecl-sr-code-toys`` → ``ecl-sr-code``."""
+    recipe = str(results.get("recipe") or "recipe")
+    dataset = results.get("protocol", {}).get("dataset")
+    return recipe.removesuffix(f"-{dataset}") if dataset else recipe
+
+
+def collect(run_dirs: Sequence[Path], book: Path) -> list[Path]:
+    """Copy the small files of finished runs into ``book``; returns the folders written.
+
+    A run already in the book (same dataset, model and seed) is replaced: re-collecting a rerun
+    must not leave the old numbers beside the new ones.
+    """
+    written = []
+    for run_dir in run_dirs:
+        run = load_run(run_dir)  # fails clearly on a folder that is not a finished run
+        load_ranks(run)  # significance tests need the per-user ranks; fail now, not at render
+        model = model_name(run.results)
+        target = book / dataset_name(run.results) / model / f"seed-{run.results.get('seed')}"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in KEPT_FILES:
+            if (run_dir / name).is_file():
+                shutil.copyfile(run_dir / name, target / name)
+        written.append(target)
+    rundir.write_json(book / MACHINE_FILE, machine_description())
+    return written
+
+
+def machine_description() -> dict[str, Any]:
+    """CPU, cores, memory and library versions of this machine."""
+    import torch
+
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def load_book(book: Path) -> list[ModelRuns]:
+    """Every collected run under ``book``, grouped by (dataset, model), in a stable order."""
+    if not book.is_dir():
+        msg = f"results folder {str(book)!r} does not exist; fill it with `eclsr results collect`."
+        raise EclsrError(msg)
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for results_file in sorted(book.rglob(rundir.RESULTS)):
+        run = load_run(results_file.parent)
+        groups.setdefault((dataset_name(run.results), model_name(run.results)), []).append(run)
+    if not groups:
+        msg = f"{str(book)!r} holds no results.json; fill it with `eclsr results collect RUN_DIR ...`."
+        raise EclsrError(msg)
+    return [ModelRuns(dataset, model, runs) for (dataset, model), runs in sorted(groups.items())]
+
+
+def load_paper(path: Path | None) -> dict[str, dict[str, dict[str, float]]]:
+    """``dataset → model → metric → value`` from a TOML file of published numbers."""
+    if path is None:
+        return {}
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        msg = f"paper values file {str(path)!r} cannot be read ({exc}); it must be TOML: [dataset.model] metric = value."
+        raise EclsrError(msg) from None
+    return {
+        dataset: {
+            model: dict(values) for model, values in models.items() if isinstance(values, dict)
+        }
+        for dataset, models in table.items()
+        if isinstance(models, dict)
+    }
+
+
+def paper_value(
+    paper: dict[str, dict[str, dict[str, float]]], dataset: str, model: str, metric: str
+) -> float | None:
+    """The published value for ``model``, or for it without a ``-code`` (preset) suffix."""
+    models = paper.get(dataset, {})
+    for name in (model, model.removesuffix("-code")):
+        if metric in models.get(name, {}):
+            return float(models[name][metric])
+    return None
+
+
+def seed_ranks(group: ModelRuns) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``(users, each seed's test ranks)``, read once; every seed must rank the same users."""
+    users, first = load_ranks(group.runs[0])
+    ranks = [first]
+    for run in group.runs[1:]:
+        run_users, run_ranks = load_ranks(run)
+        if not np.array_equal(run_users, users):
+            msg = f"{run.path} ranked different users than {group.runs[0].path}; seeds of one model must share the split."
+            raise EclsrError(msg)
+        ranks.append(run_ranks)
+    return users, ranks
+
+
+def seed_mean(ranks: Sequence[np.ndarray], metric: str) -> np.ndarray:
+    """Per-user ``metric`` averaged over seeds."""
+    total = np.zeros(len(ranks[0]), dtype=np.float64)
+    for seed in ranks:
+        total += per_user_metric(seed, metric)
+    return total / len(ranks)
+
+
+def significance(
+    baseline: ModelRuns, other: ModelRuns, metrics: Sequence[str] = PAPER_METRICS
+) -> list[PairedTest]:
+    """Paired tests (other − baseline) over per-user test metrics, seeds averaged per user."""
+    check_protocols([*baseline.runs, *other.runs])
+    users_a, ranks_a = seed_ranks(baseline)
+    users_b, ranks_b = seed_ranks(other)
+    if not np.array_equal(users_a, users_b):
+        msg = f"{baseline.model} and {other.model} on {baseline.dataset} ranked different users; they cannot be paired."
+        raise EclsrError(msg)
+    return [
+        paired_tests(seed_mean(ranks_a, metric), seed_mean(ranks_b, metric), metric)
+        for metric in metrics
+    ]
+
+
+def render(
+    book: Path,
+    paper_file: Path | None = None,
+    baseline: str = "sasrec-code",
+    metrics: Sequence[str] = PAPER_METRICS,
+    command: str = "",
+    order: Sequence[str] = (),
+    pairs: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The markdown results book for the runs collected under ``book``.
+
+    Models are listed in ``order`` (names not in it follow, baseline first, then by name). Every
+    model is tested against ``baseline``; each ``(a, b)`` in ``pairs`` adds a test of b against a
+    on the datasets that hold both (e.g. ECL-SR against ICL-SR: what RID adds).
+    """
+    paper = load_paper(paper_file)  # a broken paper file fails before any run is read
+    groups = sorted(load_book(book), key=lambda group: _rank(group.model, baseline, order))
+    lines = [
+        "# Results",
+        "",
+        f"Generated by `{command or 'eclsr results render'}` from the run files under "
+        f"`{book.as_posix()}/` (each run's `results.json`, per-user `ranks.npz` and per-epoch "
+        f"`metrics.jsonl`). {GENERATED_MARK}",
+        "",
+        *_machine_lines(book),
+        *_protocol_lines(groups),
+        *_paper_lines(paper_file),
+    ]
+    for dataset in sorted({group.dataset for group in groups}):  # groups stay in model order
+        in_dataset = [group for group in groups if group.dataset == dataset]
+        lines += _dataset_section(dataset, in_dataset, paper, baseline, metrics, pairs)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _paper_lines(paper_file: Path | None) -> list[str]:
+    if paper_file is None:
+        return []
+    return [
+        f"Published values in brackets come from `{paper_file.as_posix()}`; a model without one has "
+        "no published number there (a `-code` model is shown beside the paper's model of that name).",
+        "",
+    ]
+
+
+def _rank(model: str, baseline: str, order: Sequence[str]) -> tuple[int, int, str]:
+    position = list(order).index(model) if model in order else len(order)
+    return position, 0 if model == baseline else 1, model
+
+
+def _machine_lines(book: Path) -> list[str]:
+    path = book / MACHINE_FILE
+    if not path.is_file():
+        return ["Machine: not recorded.", ""]
+    machine = json.loads(path.read_text(encoding="utf-8"))
+    gpu = f", GPU {machine['cuda']}" if machine.get("cuda") else ", no GPU"
+    return [
+        f"Machine (recorded when the runs were collected): {machine.get('cpu')}, "
+        f"{machine.get('cores')} cores, {machine.get('memory_gib')} GiB{gpu}; "
+        f"{machine.get('system')}, Python {machine.get('python')}, torch {machine.get('torch')}.",
+        "",
+    ]
+
+
+def _protocol_lines(groups: Sequence[ModelRuns]) -> list[str]:
+    protocol = groups[0].runs[0].results.get("protocol", {})
+    tests = "scipy.stats" if have_scipy() else "eclsr.results.stats (scipy not installed)"
+    return [
+        f"Protocol (recorded in every run): {protocol.get('split', '?')}; ranking "
+        f"{protocol.get('ranking', '?')}; ties: {protocol.get('ties', '?')}; already-seen items "
+        f"{'excluded' if protocol.get('exclude_seen') else 'not excluded'}. Test metrics at the "
+        "epoch with the best validation value of the recipe's `train.monitor`.",
+        "",
+        f"Significance: two-sided paired t-test and Wilcoxon signed-rank test over per-user test "
+        f"metrics (per-user values averaged over seeds first), computed with {tests}; "
+        f"`*` marks p < {SIGNIFICANCE_ALPHA} in both.",
+        "",
+    ]
+
+
+def _dataset_section(
+    dataset: str,
+    groups: Sequence[ModelRuns],
+    paper: dict[str, dict[str, dict[str, float]]],
+    baseline: str,
+    metrics: Sequence[str],
+    pairs: Sequence[tuple[str, str]] = (),
+) -> list[str]:
+    header = ["model", "seeds", *metrics, "epochs (best)", "patience", "wall time"]
+    lines = [f"## {dataset}", "", _row(header), "|" + "---|" * len(header)]
+    for group in groups:
+        cells = [group.model, ", ".join(str(run.results.get("seed")) for run in group.runs)]
+        for metric in metrics:
+            values = [float(run.results["test"][metric]) for run in group.runs]
+            reference = paper_value(paper, dataset, group.model, metric)
+            shown = mean_std(values, 4)
+            cells.append(shown + (f" (paper {reference:.4f})" if reference is not None else ""))
+        cells.append(", ".join(_epochs(run) for run in group.runs))
+        cells.append(", ".join(str(_train_setting(run, "patience")) for run in group.runs))
+        cells.append(", ".join(_duration(run.results.get("seconds")) for run in group.runs))
+        lines.append(_row(cells))
+    lines += ["", *_significance_lines(groups, baseline, metrics)]
+    lines += [*_pair_lines(groups, pairs, metrics), *_command_lines(groups), ""]
+    return lines
+
+
+def _significance_lines(
+    groups: Sequence[ModelRuns], baseline: str, metrics: Sequence[str]
+) -> list[str]:
+    base = next((group for group in groups if group.model == baseline), None)
+    others = [group for group in groups if group.model != baseline]
+    if base is None or not others:
+        return [f"No significance tests: this dataset needs `{baseline}` and another model.", ""]
+    header = ["vs " + baseline, "users", *metrics]
+    rows = [_test_row(other.model, significance(base, other, metrics)) for other in others]
+    return [_row(header), "|" + "---|" * len(header), *rows, ""]
+
+
+def _pair_lines(
+    groups: Sequence[ModelRuns], pairs: Sequence[tuple[str, str]], metrics: Sequence[str]
+) -> list[str]:
+    by_model = {group.model: group for group in groups}
+    present = [(a, b) for a, b in pairs if a in by_model and b in by_model]
+    if not present:
+        return []
+    header = ["B vs A", "users", *metrics]
+    rows = [
+        _test_row(f"{b} vs {a}", significance(by_model[a], by_model[b], metrics))
+        for a, b in present
+    ]
+    return [_row(header), "|" + "---|" * len(header), *rows, ""]
+
+
+def _test_row(label: str, tests: Sequence[PairedTest]) -> str:
+    cells = [label, str(tests[0].n)]
+    for test in tests:
+        mark = " *" if max(test.p_t, test.p_w) < SIGNIFICANCE_ALPHA else ""
+        cells.append(f"{test.diff:+.4f} (t p={test.p_t:.1e}, W p={test.p_w:.1e}){mark}")
+    return _row(cells)
+
+
+def _command_lines(groups: Sequence[ModelRuns]) -> list[str]:
+    lines = ["Commands:", ""]
+    for group in groups:
+        for run in group.runs:
+            lines.append(
+                f"- {group.model}, seed {run.results.get('seed')}: `{run_command(run.results)}`"
+            )
+    return lines
+
+
+def _train_setting(run: RunRecord, key: str) -> Any:
+    return run.recipe.get("train", {}).get(key, "?")
+
+
+def _epochs(run: RunRecord) -> str:
+    # best_epoch counts from 0, as in metrics.jsonl; shown counting from 1 like epochs_run.
+    best, last = run.results.get("best_epoch"), run.results.get("epochs_run")
+    return f"{last} (best {best + 1})" if isinstance(best, int) else f"{last}"
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, int | float):
+        return "?"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
