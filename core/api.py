@@ -26,6 +26,7 @@ from eclsr.components.configs import (
     HeadConfig,
     InvasiveAugmentationConfig,
     MildAugmentationConfig,
+    StepShape,
 )
 from eclsr.components.readers import Interactions, Reader, ReaderConfig
 from eclsr.components.runtime import (
@@ -101,6 +102,7 @@ __all__ = [
     "RecipeError",
     "RegistryError",
     "Step",
+    "StepShape",
     "best_items",
     "full_softmax_cross_entropy",
     "gather_positions",

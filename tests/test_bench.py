@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from eclsr.cli.main import main
-from eclsr.engine.bench import batch_flops, encoder_flops, expected_masked
+from eclsr.engine.bench import batch_flops
+from eclsr.plugins.heads.generator import expected_masked
 from eclsr.recipe.load import validate_recipe
 
 RECIPE = """
@@ -113,13 +114,13 @@ def test_flop_formulas_match_a_hand_count(registries):
     d, inner, width, n = 16, 32, 5, 30
     lengths = np.array([5, 3])
     per_token = 2 * (4 * d * d + 2 * d * inner) + 4 * width * d
-    assert encoder_flops(recipe.encoder, 8, width) == 8 * per_token
+    assert recipe.encoder.forward_flops(8, width) == 8 * per_token
     masked = expected_masked(lengths, 0.2)
     assert masked == pytest.approx(0.2 * 8 + 0.8**5 + 0.8**3)
     ube = 8 * per_token
     # One layer, so it is the last: keys and values at all 8 tokens, the rest at the masked ones.
     generator = 8 * 2 * 2 * d * d + masked * (per_token - 2 * 2 * d * d)
-    assert encoder_flops(recipe.encoder, 8, width, masked) == pytest.approx(generator)
+    assert recipe.encoder.forward_flops(8, width, masked) == pytest.approx(generator)
     expected = (
         3 * ube
         + 6 * 8 * (n + 1) * d  # UBE pass 1 + next-item projection
@@ -134,4 +135,21 @@ def test_flop_formulas_match_a_hand_count(registries):
     two = recipe.encoder.model_copy(update={"layers": 2})
     window = 3 + 3  # min(3, 5) + min(3, 3)
     last = 8 * 2 * 2 * d * d + window * (per_token - 2 * 2 * d * d)
-    assert encoder_flops(two, 8, width, window) == pytest.approx(8 * per_token + last)
+    assert two.forward_flops(8, width, window) == pytest.approx(8 * per_token + last)
+
+
+def test_a_head_without_a_flop_formula_turns_mfu_off(registries):
+    import tomllib
+
+    recipe = validate_recipe(tomllib.loads(RECIPE))
+    assert batch_flops(recipe, np.array([5, 3]), 5, 30) is not None
+    no_formula = recipe.model_copy(update={"heads": [*recipe.heads[:1], _NoFormulaHead()]})
+    assert batch_flops(no_formula, np.array([5, 3]), 5, 30) is None
+
+
+class _NoFormulaHead:
+    name = "third_party"
+    weight = 1.0
+
+    def train_flops(self, shape):
+        return None

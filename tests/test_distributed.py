@@ -80,10 +80,10 @@ def test_parameters_after_training_match_single_process(runs):
 def test_sharded_evaluation_is_exact(runs):
     """The 2-process evaluation of a model equals a single-process evaluation of the same weights."""
     from eclsr.data import load_dataset
-    from eclsr.data.batching import LeaveOneOut
+    from eclsr.data.splits import LeaveOneOut
     from eclsr.engine.evaluate import metrics_from_ranks, rank_all
     from eclsr.engine.model import Model
-    from eclsr.engine.train import training_item_counts
+    from eclsr.engine.setup import training_item_counts
     from eclsr.recipe.load import load_recipe
 
     _, double = runs

@@ -66,8 +66,8 @@ def test_time_split_trains_and_is_recorded(tmp_path):
 def test_time_split_windows_point_at_the_first_item_after_each_cut(which):
     import numpy as np
 
-    from eclsr.data.batching import TimeSplit
     from eclsr.data.sequences import from_sequences
+    from eclsr.data.splits import TimeSplit
 
     data = from_sequences([[1, 2, 3, 4, 5, 6], [7, 8, 9]])
     data.split_points = np.array([[3, 5], [2, 3]])  # user 1 has no test item after its second cut

@@ -182,7 +182,7 @@ def make_step(ctx: BuildContext, seed: int = 0, frozen: bool = False, batch=None
         item_embedding=ctx.item_embedding,
         num_items=N,
         generator=torch.Generator().manual_seed(seed),
-        generator_frozen=frozen,
+        frozen=frozenset({"generator"}) if frozen else frozenset(),
         services=ctx.services,
     )
 
@@ -448,7 +448,6 @@ def test_frozen_generator_gives_no_loss_and_no_grad():
     ctx = make_ctx()
     head = tiny_generator(ctx)
     step = make_step(ctx, frozen=True)
-    assert head(step) == {}
     out = head.generate(step, 0.5)
     assert not out.states.requires_grad
     # its substitution still feeds RID, which trains the UBE but not the generator
@@ -653,3 +652,20 @@ def test_real_plugins_deterministic_for_seed():
     torch.manual_seed(0)
     b = rid(make_step(ctx, seed=4))
     torch.testing.assert_close(a, b)
+
+
+def test_the_model_skips_any_frozen_head_by_its_registered_name():
+    from eclsr import Model, validate_recipe
+
+    recipe = validate_recipe(
+        {
+            "data": {"dataset": "synthetic", "max_len": 8},
+            "encoder": {"name": "sasrec", "hidden": 16, "layers": 1},
+            "heads": [{"name": "next_item"}, {"name": "infonce", "weight": 0.1}],
+        }
+    )
+    model = Model(recipe, N, torch.ones(N + 1))
+    step = Step(make_batch(), model.encoder, model.item_embedding, N, torch.Generator())
+    assert set(model.losses(step)) == {"next_item", "infonce"}
+    step.frozen = frozenset({"infonce"})
+    assert set(model.losses(step)) == {"next_item"}

@@ -30,10 +30,10 @@ import torch.nn.functional as F  # noqa: N812
 import eclsr.ops.layers as layers
 import eclsr.plugins.encoders._transformer as transformer
 from eclsr import Encoder
-from eclsr.data.batching import LeaveOneOut, epoch_order
+from eclsr.data.batching import epoch_order
 from eclsr.engine import bench
 from eclsr.engine.model import Model
-from eclsr.engine.train import make_optimizer, training_item_counts
+from eclsr.engine.setup import set_up_run
 from eclsr.recipe.load import load_recipe
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "ecl-sr-code" / "ml-1m.toml"
@@ -109,18 +109,13 @@ def main(lever: str, threads: int, pairs: int) -> None:
     unknown = [name for name in names if name not in LEVERS]
     if unknown:
         sys.exit(f"unknown lever {unknown[0]!r}: choose one of {', '.join(LEVERS)} or all")
-    torch.set_num_threads(threads)
-    recipe = load_recipe(RECIPE)
+    recipe = load_recipe(RECIPE, [f"train.threads={threads}", "train.device=cpu"])
     data = bench.ml1m_shaped(recipe.data.max_len)
-    windows = LeaveOneOut(data, recipe.data.max_len).train()
-    torch.manual_seed(0)
-    model = Model(recipe, data.num_items, training_item_counts(data))
-    loop = bench._Loop(  # noqa: SLF001
-        model, make_optimizer(model, recipe.train), recipe, data, windows, torch.device("cpu")
-    )
-    full = [rows for rows in epoch_order(windows, recipe.train.batch_size, 0, 0, True)
+    setup = set_up_run(recipe, data)  # the set-up `eclsr run` uses
+    loop = bench.TimedSteps(setup)
+    full = [rows for rows in epoch_order(setup.windows, recipe.train.batch_size, 0, 0, True)
             if len(rows) == recipe.train.batch_size]  # fmt: skip
-    levers = Lever(model)
+    levers = Lever(setup.model)
     variants: dict[str, Callable[[], None]] = {
         "before": lambda: [levers.set(name, True) for name in names],
         "after": lambda: [levers.set(name, False) for name in names],

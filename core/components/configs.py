@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
@@ -24,6 +25,36 @@ if TYPE_CHECKING:
 SLOT_NAMES = ("EncoderSlot", "MildSlot", "InvasiveSlot", "AugmentationSlot")
 
 Intensity = Literal["mild", "invasive"]
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """The shape of one training batch, for components' FLOP counts (``eclsr bench`` MFU).
+
+    Attributes:
+        lengths: ``[B]`` real positions per row (numpy).
+        width: T, the batch's padded width.
+        num_items: N.
+        hidden: D.
+        encoder: the UBE's config.
+        heads: every head config of the recipe (a component may depend on another's settings).
+    """
+
+    lengths: np.ndarray
+    width: int
+    num_items: int
+    hidden: int
+    encoder: EncoderConfig
+    heads: tuple[HeadConfig, ...]
+
+    @property
+    def tokens(self) -> float:
+        """Real positions in the batch."""
+        return float(self.lengths.sum())
+
+    def ube_flops(self) -> float:
+        """Forward FLOPs of one full UBE pass over the batch (0 when the UBE has no formula)."""
+        return self.encoder.forward_flops(self.tokens, self.width) or 0.0
 
 
 class ComponentConfig(BaseModel):
@@ -65,6 +96,17 @@ class EncoderConfig(ComponentConfig):
         """The hidden size, ``default`` when unset."""
         return self.hidden if self.hidden is not None else default
 
+    def forward_flops(
+        self, tokens: float, width: int, queries: float | None = None
+    ) -> float | None:
+        """Forward FLOPs over ``tokens`` real tokens in rows of ``width`` (optional; for MFU).
+
+        ``queries``: how many states are actually asked for (``Encoder.encode_at``), when an
+        encoder can skip work for the rest. None (the default) means "no formula": ``eclsr
+        bench`` then reports no FLOPs or MFU for recipes using this encoder.
+        """
+        return None
+
     def build(self, ctx: BuildContext) -> Encoder:  # noqa: D102
         return super().build(ctx)
 
@@ -74,6 +116,14 @@ class AugmentationConfig(ComponentConfig):
 
     kind: ClassVar[str] = "augmentation"
     intensity: ClassVar[Intensity]
+
+    def train_flops(self, shape: StepShape) -> float | None:
+        """FLOPs this augmentation adds to a training step (forward + backward; optional).
+
+        The default, 0, fits augmentations that only edit ids or rescale vectors; one that runs a
+        model (the generator-filled substitution) overrides it. None means "no formula".
+        """
+        return 0.0
 
 
 class MildAugmentationConfig(AugmentationConfig):
@@ -99,6 +149,15 @@ class HeadConfig(ComponentConfig):
 
     kind: ClassVar[str] = "head"
     weight: float = Field(1.0, ge=0.0, description="Weight of this head's loss in the total loss.")
+
+    def train_flops(self, shape: StepShape) -> float | None:
+        """FLOPs this head adds to a training step, forward + backward (optional; for MFU).
+
+        Count what the head computes beyond the UBE's first pass (which core counts): its own
+        projections and losses, extra encoder passes (3× their forward where gradients flow).
+        None (the default) means "no formula": ``eclsr bench`` then reports no MFU.
+        """
+        return None
 
     def build(self, ctx: BuildContext) -> Head:  # noqa: D102
         return super().build(ctx)

@@ -59,7 +59,9 @@ class Step:
         generator: the seeded random generator every component must draw from.
         epoch: current epoch (0-based).
         stage: training stage (1, or 2 after a two-stage schedule switches).
-        generator_frozen: True when the generator must run without gradients.
+        frozen: registered names of the heads that run without gradient this step (a schedule
+            froze or dropped them): they add no loss, and what they serve others is computed
+            under ``torch.no_grad()``.
         services: modules published by heads (e.g. ``"generator"``).
         rank: this process's rank under torchrun (0 alone).
         world_size: number of processes (1 alone). Heads that average over units (positions,
@@ -74,7 +76,7 @@ class Step:
     generator: torch.Generator
     epoch: int = 0
     stage: int = 1
-    generator_frozen: bool = False
+    frozen: frozenset[str] = frozenset()
     services: dict[str, nn.Module] = field(default_factory=dict)
     rank: int = 0
     world_size: int = 1
@@ -110,6 +112,10 @@ class Step:
         gathered = dist_nn.all_gather(padded)  # autograd-aware: gradients flow back to owners
         parts = [g[:n] for g, n in zip(gathered, sizes, strict=True)]
         return torch.cat(parts), sum(sizes[: self.rank])
+
+    def is_frozen(self, head_name: str) -> bool:
+        """True when the head registered as ``head_name`` must run without gradient."""
+        return head_name in self.frozen
 
     def memo(self, key: Any, compute: Callable[[], T]) -> T:
         """Return the value cached under ``key``, computing it once per step."""

@@ -31,7 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from eclsr.components.configs import StepShape
+from eclsr.data.batching import epoch_order
 from eclsr.engine.allocator import tune_allocator
+from eclsr.engine.setup import RunSetup
 from eclsr.errors import EclsrError
 
 ML1M_SYNTHETIC = "ml-1m-synthetic"
@@ -142,83 +145,28 @@ def load_job_data(recipe: Any, dataset: str) -> Any:
 # --------------------------------------------------------------------------- FLOPs
 
 
-def encoder_flops(
-    config: Any, tokens: float, width: int, queries: float | None = None
-) -> float | None:
-    """Forward FLOPs of a transformer encoder over ``tokens`` real tokens in rows of ``width``.
-
-    Per token and layer: 2·(4·D² + 2·D·inner) for the QKV, output and FFN matmuls, plus
-    4·width·D for QKᵀ and AV (dense over the batch width). ``queries``: the states actually
-    needed (``Encoder.encode_at``); the last layer then runs its keys and values (2·2·D²) at
-    every token but the rest, 2·(2·D² + 2·D·inner) + 4·width·D, at those queries only.
-    None for non-transformers.
-    """
-    if config.name == "pop":
-        return 0.0
-    if not hasattr(config, "inner_size"):
-        return None
-    d, inner = config.hidden_size(), config.inner_size
-    per_query = 2.0 * (2 * d * d + 2 * d * inner) + 4.0 * width * d
-    per_token = 2.0 * (2 * d * d) + per_query
-    last = tokens * 2.0 * (2 * d * d) + (tokens if queries is None else queries) * per_query
-    return tokens * (config.layers - 1) * per_token + last
-
-
 def batch_flops(recipe: Any, lengths: np.ndarray, width: int, num_items: int) -> float | None:
     """Model FLOPs of one training step (forward + backward = 3× forward where gradients flow).
 
-    Counts the UBE passes (first pass; dropout view, whose last layer runs only at the pooled
-    window; RID pass), the full-softmax projections (6·P·V·D), the generator's pass (3×; last
-    layer at its M masked positions only), its loss (6·M·V·D) and, where S'' is not filled
-    from that loss's logits, the argmax (2·M·N·D). None when a component has no formula here
-    (e.g. GRU4Rec, aug_prediction).
+    The UBE's first pass (the encoder config's ``forward_flops``) plus what every active head
+    adds (its config's ``train_flops``): core names no component. None when a component has no
+    formula (e.g. GRU4Rec, aug_prediction).
     """
-    tokens, batch = float(lengths.sum()), len(lengths)
-    d, vocab = recipe.encoder.hidden_size(), num_items + 1
-    ube = encoder_flops(recipe.encoder, tokens, width)
+    shape = StepShape(
+        lengths, width, num_items, recipe.encoder.hidden_size(), recipe.encoder, tuple(recipe.heads)
+    )
+    ube = recipe.encoder.forward_flops(shape.tokens, width)
     if ube is None:
         return None
-    total, generated = 3.0 * ube, set()
+    total = 3.0 * ube
     for head in recipe.heads:
         if head.weight == 0:
             continue
-        if head.name == "next_item":
-            columns = vocab if head.sampled_negatives is None else head.sampled_negatives + 1
-            total += 6.0 * tokens * columns * d
-        elif head.name == "infonce":
-            if head.extra != "none":
-                return None
-            if head.view.name == "dropout":
-                window = float(np.minimum(lengths, head.pooling_k).sum())
-                total += 3.0 * (encoder_flops(recipe.encoder, tokens, width, window) or 0.0)
-            passes = int(head.view.intensity == "invasive")
-            total += 3.0 * ube * (passes + int(head.augment_both)) + 6.0 * batch * batch * d
-        elif head.name == "generator":
-            masked = expected_masked(lengths, head.mask_ratio)
-            gen = encoder_flops(head.encoder, tokens, width, masked)
-            if gen is None:
-                return None
-            generated.add(head.mask_ratio)
-            total += 3.0 * gen + 6.0 * masked * vocab * d
-        elif head.name == "rid":
-            aug = head.augmentation
-            if aug.name == "masked_substitution" and aug.mask_ratio not in generated:
-                gen_head = next(h for h in recipe.heads if h.name == "generator")
-                masked = expected_masked(lengths, aug.mask_ratio)
-                total += encoder_flops(gen_head.encoder, tokens, width, masked) or 0.0
-                total += 2.0 * masked * num_items * d
-            total += 3.0 * ube
-            if head.condition == "concat":
-                total += 6.0 * tokens * (2 * d * d + d)
-        else:
+        flops = head.train_flops(shape)
+        if flops is None:
             return None
+        total += flops
     return total
-
-
-def expected_masked(lengths: np.ndarray, ratio: float) -> float:
-    """E[masked positions]: γ per real position, plus one forced where a row drew none."""
-    n = lengths.astype(np.float64)
-    return float((ratio * n + (1.0 - ratio) ** n * (n > 0)).sum())
 
 
 # --------------------------------------------------------------------------- measurements
@@ -328,21 +276,15 @@ def _run_isolated(job: Job, options: BenchOptions, malloc: str) -> dict[str, Any
 def train_and_time(
     recipe: Any, data: Any, options: BenchOptions, peak_gflops: float
 ) -> dict[str, Any]:
-    """Build the model, time training (and evaluation); the ``train``/``eval`` result sections."""
-    from eclsr.data.batching import LeaveOneOut, epoch_order
-    from eclsr.engine.model import Model
-    from eclsr.engine.train import make_optimizer, resolve_device, training_item_counts
+    """Build the run as ``eclsr run`` does, time training (and evaluation).
 
-    device = resolve_device(recipe.train.device)
-    split = LeaveOneOut(data, recipe.data.max_len)
-    windows = split.train()
-    torch.manual_seed(recipe.seed)
-    model = Model(recipe, data.num_items, training_item_counts(data)).to(device)
-    if recipe.train.compile:
-        model.encoder = torch.compile(model.encoder)  # type: ignore[assignment]
-    optimizer = make_optimizer(model, recipe.train)
-    loop = _Loop(model, optimizer, recipe, data, windows, device)
-    orders = [epoch_order(windows, recipe.train.batch_size, recipe.seed, e, recipe.train.bucket_by_length)
+    Returns the ``train``/``eval`` result sections.
+    """
+    from eclsr.engine.setup import set_up_run
+
+    setup = set_up_run(recipe, data)
+    loop = TimedSteps(setup)
+    orders = [epoch_order(setup.windows, recipe.train.batch_size, recipe.seed, e, recipe.train.bucket_by_length)
               for e in range(max(options.epochs, 1))]  # fmt: skip
     for rows in orders[0][: options.warmup]:
         loop.step(rows)
@@ -353,42 +295,34 @@ def train_and_time(
         timed = (orders[0][options.warmup :] or orders[0])[: options.max_batches]
     seconds = [loop.step(rows) for rows in timed]
     out = {
-        "train": _train_section(recipe, data, windows, orders[0], timed, seconds, full, peak_gflops)
+        "train": _train_section(
+            recipe, data, setup.windows, orders[0], timed, seconds, full, peak_gflops
+        )
     }
-    out["device"] = str(device)
+    out["device"] = str(setup.device)
     if options.profile_steps:
         out["profile"] = profile_steps(loop, orders[0][: options.profile_steps])
     if options.evaluate:
-        out["eval"] = eval_section(model, data, split, recipe, device)
+        out["eval"] = eval_section(setup.model, data, setup.split, recipe, setup.device)
     return out
 
 
-class _Loop:
-    """The training loop's own ``train_step``, timed one batch at a time."""
+class TimedSteps:
+    """The training loop's own step (:meth:`RunSetup.train_step`), timed one batch at a time."""
 
-    def __init__(
-        self, model: Any, optimizer: Any, recipe: Any, data: Any, windows: Any, device: Any
-    ) -> None:
-        self.model, self.optimizer, self.recipe = model, optimizer, recipe
-        self.data, self.windows, self.device = data, windows, device
-        self.generator = torch.Generator(device=device).manual_seed(recipe.seed)
-        model.train()
+    def __init__(self, setup: RunSetup) -> None:
+        """Time steps of ``setup`` (its model goes to training mode)."""
+        self.setup = setup
+        setup.model.train()
 
     def step(self, rows: np.ndarray) -> float:
         """Run one optimisation step on window ``rows``; return its wall seconds."""
-        from eclsr.components.step import Step
-        from eclsr.data.batching import make_batch
-        from eclsr.engine.train import train_step
-
-        model = self.model
-        _sync(self.device)
+        device = self.setup.device
+        _sync(device)
         start = time.perf_counter()
-        batch = make_batch(self.data, self.windows, rows).to(self.device)
-        step = Step(batch, model.encoder, model.item_embedding, model.num_items, self.generator,
-                    services=model.services)  # fmt: skip
-        _, loss = train_step(model, model, self.optimizer, step, frozenset(), self.recipe.train)
+        _, loss = self.setup.train_step(self.setup.make_step(rows))
         float(loss.detach())  # the loop reads every loss back (a sync on GPU)
-        _sync(self.device)
+        _sync(device)
         return time.perf_counter() - start
 
 
@@ -464,7 +398,9 @@ def eval_section(model: Any, data: Any, split: Any, recipe: Any, device: Any) ->
     }
 
 
-def profile_steps(loop: _Loop, batches: list[np.ndarray], rows: int = 25) -> list[dict[str, Any]]:
+def profile_steps(
+    loop: TimedSteps, batches: list[np.ndarray], rows: int = 25
+) -> list[dict[str, Any]]:
     """torch.profiler over some steps: the top ops by self CPU time."""
     from torch.profiler import ProfilerActivity, profile
 

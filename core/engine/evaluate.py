@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eclsr.data.batching import Windows, gather
+from eclsr.data.batching import gather
 from eclsr.data.sequences import SequenceDataset
+from eclsr.data.splits import Windows
 
 TIE_RULES = {
     "strict": "rank = 1 + number of items scoring strictly higher than the target",

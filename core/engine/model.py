@@ -64,12 +64,12 @@ class Model(nn.Module):
     ) -> dict[str, tuple[float, Tensor]]:
         """Every active head's loss as ``name → (weight, unweighted loss)``.
 
-        Heads with weight 0, and heads whose registered name is in ``dropped`` (the second stage of
-        a two-stage schedule), are skipped without running.
+        Heads with weight 0, heads whose registered name is in ``dropped`` (the second stage of
+        a two-stage schedule) and frozen heads (``step.frozen``) are skipped without running.
         """
         out: dict[str, tuple[float, Tensor]] = {}
         for name, config, head in zip(self.head_names, self.head_configs, self.heads, strict=True):
-            if config.weight == 0 or config.name in dropped:
+            if config.weight == 0 or config.name in dropped or step.is_frozen(config.name):
                 continue
             result = head(step)
             if isinstance(result, dict):

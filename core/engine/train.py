@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
 import signal
 import threading
 import time
@@ -24,19 +23,10 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from eclsr.components.step import Step
-from eclsr.data.batching import (
-    LeaveOneOut,
-    TimeSplit,
-    Windows,
-    epoch_order,
-    make_batch,
-    make_split,
-    positions_per_epoch,
-)
+from eclsr.data.batching import epoch_order, positions_per_epoch
 from eclsr.data.sequences import SequenceDataset
+from eclsr.data.splits import LeaveOneOut, TimeSplit, Windows
 from eclsr.engine import rundir
-from eclsr.engine.allocator import tune_allocator
 from eclsr.engine.checkpoint import (
     EarlyStopping,
     TrainState,
@@ -47,7 +37,8 @@ from eclsr.engine.checkpoint import (
 )
 from eclsr.engine.distributed import sum_over_ranks, world
 from eclsr.engine.evaluate import TIE_RULES, metrics_from_ranks, popularity_ranks, rank_all
-from eclsr.engine.model import Model, total_loss
+from eclsr.engine.model import Model
+from eclsr.engine.setup import RunSetup, set_up_run
 from eclsr.errors import EclsrError, RunInterrupted
 
 
@@ -59,40 +50,6 @@ class RunResult:
     model: Model
     run_dir: Path | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def resolve_device(name: str, rank: int = 0) -> torch.device:
-    """``auto`` → cuda when available, else cpu; under torchrun each rank takes its local GPU."""
-    if name == "cuda" and not torch.cuda.is_available():
-        msg = "train.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'."
-        raise EclsrError(msg)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device(name)
-
-
-def training_item_counts(data: SequenceDataset) -> torch.Tensor:
-    """``[N+1]`` interactions per item in the training part (all but each user's last two)."""
-    position = np.arange(len(data.items)) - np.repeat(data.offsets[:-1], data.lengths)
-    in_train = position < np.repeat(data.lengths - 2, data.lengths)
-    counts = np.bincount(data.items[in_train], minlength=data.num_items + 1)
-    return torch.from_numpy(counts.astype(np.float32))
-
-
-def make_optimizer(model: Model, train: Any) -> torch.optim.Optimizer:
-    """Adam or AdamW over every trainable parameter."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        return torch.optim.SGD(
-            [torch.nn.Parameter(torch.zeros(1))], lr=train.lr
-        )  # parameter-free (pop)
-    if train.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
-    return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
 
 
 SPLIT_TEXT = {
@@ -166,38 +123,19 @@ def run(
     train_cfg = recipe.train
     rank, world_size = world()
     writer = out_dir if rank == 0 else None
-    if train_cfg.threads:
-        torch.set_num_threads(train_cfg.threads)
-    if train_cfg.tune_allocator:
-        tune_allocator()
-    device = resolve_device(train_cfg.device, rank)
     if train_cfg.tensorboard:
         _require_tensorboard()  # before anything is written
     checkpoint = resume_checkpoint(out_dir, recipe) if resume else None
     if writer is not None and checkpoint is None:
         rundir.check_run_dir(writer, overwrite)  # fail before the (slow) data load
-    data = dataset if dataset is not None else load_data(recipe)
-    split = make_split(data, recipe.data.max_len)
-    train_windows, valid_windows, test_windows = (
-        split.train(),
-        split.evaluation("valid"),
-        split.evaluation("test"),
-    )
-
-    torch.manual_seed(recipe.seed)  # parameter init: identical on every rank
-    model = Model(recipe, data.num_items, training_item_counts(data)).to(device)
-    torch.manual_seed(recipe.seed + rank)  # dropout masks: independent per rank
-    if train_cfg.compile:
-        model.encoder = torch.compile(model.encoder)  # type: ignore[assignment]
-    step_generator = torch.Generator(device=device).manual_seed(recipe.seed + rank)
-    trainer: torch.nn.Module = model
-    if world_size > 1:
-        trainer = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-    optimizer = make_optimizer(model, train_cfg)
+    setup = set_up_run(recipe, dataset if dataset is not None else load_data(recipe))
+    model, data = setup.model, setup.data
     state = TrainState(stopper=EarlyStopping(train_cfg.patience))
     best_state = copy.deepcopy(model.state_dict())
     if checkpoint is not None:
-        best_state = restore_state(checkpoint, out_dir, model, optimizer, step_generator, state)
+        best_state = restore_state(
+            checkpoint, out_dir, model, setup.optimizer, setup.generator, state
+        )
         console.print(f"resuming {out_dir} at epoch {state.epoch} (stage {state.stage})")
     if writer is not None:
         if checkpoint is None:
@@ -215,26 +153,11 @@ def run(
                 if state.stage >= stages:
                     break
                 best_state = _next_stage(model, best_state, state, train_cfg, console)
-                optimizer = make_optimizer(model, train_cfg)
+                setup.new_optimizer()
                 continue
-            shard = Shard(rank, world_size)
-            record = train_one_epoch(
-                trainer,
-                model,
-                optimizer,
-                data,
-                train_windows,
-                recipe,
-                state,
-                step_generator,
-                device,
-                console,
-                progress,
-                shard,
-                stop,
-            )
+            record = train_one_epoch(setup, state, console, progress, stop)
             eval_start = time.perf_counter()
-            valid, _ = evaluate_split(model, data, valid_windows, recipe, device)
+            valid, _ = evaluate_split(model, data, setup.valid_windows, recipe, setup.device)
             record["valid"] = valid
             record["eval_seconds"] = round(time.perf_counter() - eval_start, 3)
             record["best"] = state.stopper.update(valid[metric], state.epoch)
@@ -250,13 +173,16 @@ def run(
             if writer is not None:
                 rundir.append_jsonl(writer / rundir.METRICS, record)
                 save_checkpoint(
-                    writer, state.epoch, checkpoint_state(model, optimizer, step_generator, state)
+                    writer,
+                    state.epoch,
+                    checkpoint_state(model, setup.optimizer, setup.generator, state),
                 )
             _log_epoch(console, record, metric)
             if board is not None:
                 _log_tensorboard(board, record)
 
     model.load_state_dict(best_state)
+    test_windows, valid_windows, device = setup.test_windows, setup.valid_windows, setup.device
     test, test_ranks = evaluate_split(model, data, test_windows, recipe, device)
     _, valid_ranks = evaluate_split(model, data, valid_windows, recipe, device)
     popularity = popularity_ranks(
@@ -273,7 +199,7 @@ def run(
         "seconds": round(time.perf_counter() - started, 2),
         "device": str(device),
         "world_size": world_size,
-        "protocol": protocol(recipe, data, split),
+        "protocol": protocol(recipe, data, setup.split),
     }
     if command is not None:
         results["command"] = command
@@ -368,51 +294,24 @@ def load_data(recipe: Any) -> SequenceDataset:
     return load_dataset(recipe.data)
 
 
-@dataclass(frozen=True)
-class Shard:
-    """Which slice of every global batch this process trains on."""
-
-    rank: int = 0
-    world_size: int = 1
-
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        """This rank's contiguous part of a global batch (sizes differ by at most one)."""
-        if self.world_size == 1:
-            return rows
-        return np.array_split(rows, self.world_size)[self.rank]
-
-
 def train_one_epoch(
-    trainer: torch.nn.Module,
-    model: Model,
-    optimizer: torch.optim.Optimizer,
-    data: SequenceDataset,
-    windows: Windows,
-    recipe: Any,
+    setup: RunSetup,
     state: TrainState,
-    generator: torch.Generator,
-    device: torch.device,
     console: Console,
     show_progress: bool,
-    shard: Shard = Shard(),
     stop: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """One pass over the training users; returns the epoch's log record (losses, timing).
-
-    ``trainer`` is the model itself, or its DistributedDataParallel wrapper under torchrun.
-    """
+    """One pass over the training windows; returns the epoch's log record (losses, timing)."""
+    recipe, epoch = setup.recipe, state.epoch
     train_cfg = recipe.train
-    model.train()
-    epoch = state.epoch
-    frozen = (train_cfg.schedule.name == "freeze_after" and epoch >= train_cfg.schedule.epochs) or (
-        "generator"
-        in state.dropped  # a dropped generator still feeds augmentations: run it without grad
-    )
+    setup.model.train()
+    # A dropped head still serves others (a dropped generator still fills S''): run it frozen.
+    frozen = train_cfg.schedule.frozen_heads(epoch) | state.dropped
     sums: dict[str, float] = defaultdict(float)
     steps = 0
     start = time.perf_counter()
     order = epoch_order(
-        windows, train_cfg.batch_size, recipe.seed, epoch, train_cfg.bucket_by_length
+        setup.windows, train_cfg.batch_size, recipe.seed, epoch, train_cfg.bucket_by_length
     )
     with _progress(console, show_progress) as bar:
         task = bar.add_task(f"epoch {epoch}", total=len(order), loss="")
@@ -420,13 +319,8 @@ def train_one_epoch(
             if stop is not None and stop.is_set():
                 msg = f"interrupted during epoch {epoch}; the run directory keeps its last epoch checkpoint. Continue with --resume."
                 raise RunInterrupted(msg)
-            batch = make_batch(data, windows, shard.take(rows)).to(device)
-            step = Step(
-                batch, model.encoder, model.item_embedding, model.num_items, generator,
-                epoch=epoch, stage=state.stage, generator_frozen=frozen, services=model.services,
-                rank=shard.rank, world_size=shard.world_size,
-            )  # fmt: skip
-            losses, loss = train_step(trainer, model, optimizer, step, state.dropped, train_cfg)
+            step = setup.make_step(rows, epoch, state.stage, frozen)
+            losses, loss = setup.train_step(step, state.dropped)
             for name, (_, value) in losses.items():
                 sums[name] += float(value.detach())
             sums["total"] += float(loss.detach())
@@ -439,41 +333,8 @@ def train_one_epoch(
         "loss": round(sums.pop("total", 0.0) / max(steps, 1), 6),
         "losses": {k: round(v / max(steps, 1), 6) for k, v in sums.items()},
         "train_seconds": round(seconds, 3),
-        "positions_per_second": round(positions_per_epoch(windows) / max(seconds, 1e-9), 1),
+        "positions_per_second": round(positions_per_epoch(setup.windows) / max(seconds, 1e-9), 1),
     }
-
-
-def train_step(
-    trainer: torch.nn.Module,
-    model: Model,
-    optimizer: torch.optim.Optimizer,
-    step: Step,
-    dropped: frozenset[str],
-    train_cfg: Any,
-) -> tuple[dict[str, tuple[float, torch.Tensor]], torch.Tensor]:
-    """One optimisation step: losses, finiteness check, backward, clipping, update."""
-    device_type = step.batch.items.device.type
-    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=train_cfg.amp == "bf16"):
-        losses = trainer(step, dropped)
-    loss = total_loss(losses)
-    _check_finite(losses, step.epoch)
-    optimizer.zero_grad(set_to_none=True)
-    if loss.requires_grad:
-        loss.backward()
-        if train_cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-        optimizer.step()
-    return losses, loss
-
-
-def _check_finite(losses: dict[str, tuple[float, torch.Tensor]], epoch: int) -> None:
-    for name, (_, value) in losses.items():
-        if not torch.isfinite(value.detach()).all():
-            msg = (
-                f"the {name!r} loss became {float(value.detach())} at epoch {epoch}. Training stopped; the "
-                f"best checkpoint so far is kept. Lower train.lr, set train.grad_clip, or check the data."
-            )
-            raise EclsrError(msg)
 
 
 def _progress(console: Console, enabled: bool) -> Progress:

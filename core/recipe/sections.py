@@ -19,16 +19,32 @@ class _Section(BaseModel):
 
 
 class JointSchedule(_Section):
-    """The generator trains with every other loss from step 0 and is never frozen."""
+    """Every head trains with every other loss from step 0 and none is ever frozen."""
 
     name: Literal["joint"] = "joint"
 
+    def frozen_heads(self, epoch: int) -> frozenset[str]:
+        """Head names that run without gradient (and add no loss) in ``epoch``: none."""
+        return frozenset()
+
 
 class FreezeAfterSchedule(_Section):
-    """The paper's schedule: the generator stops training after ``epochs`` epochs."""
+    """The paper's schedule: the listed heads (the generator) stop training after ``epochs``.
+
+    A frozen head adds no loss; what it serves other heads (the generator's S'') is still
+    computed, without gradient.
+    """
 
     name: Literal["freeze_after"] = "freeze_after"
-    epochs: int = Field(10, ge=0, description="Epochs after which the generator is frozen.")
+    epochs: int = Field(10, ge=0, description="Epochs after which the heads are frozen.")
+    heads: list[str] = Field(
+        default_factory=lambda: ["generator"],
+        description="Registered names of the heads to freeze.",
+    )
+
+    def frozen_heads(self, epoch: int) -> frozenset[str]:
+        """Head names that run without gradient (and add no loss) in ``epoch``."""
+        return frozenset(self.heads) if epoch >= self.epochs else frozenset()
 
 
 class TwoStageSchedule(_Section):
@@ -43,6 +59,10 @@ class TwoStageSchedule(_Section):
         default_factory=lambda: ["generator", "rid"],
         description="Head names whose losses are dropped in the second stage.",
     )
+
+    def frozen_heads(self, epoch: int) -> frozenset[str]:
+        """None by epoch; the dropped heads of stage 2 are frozen by the loop."""
+        return frozenset()
 
 
 Schedule = Annotated[

@@ -176,7 +176,7 @@ def load_model(run_dir: Path, recipe: Any, data: SequenceDataset) -> Model:
     A finished run that trained 0 epochs (the pop baseline) has no ``best.pt``; its model is
     rebuilt from the recipe's seed exactly as the training loop built it.
     """
-    from eclsr.engine.train import training_item_counts
+    from eclsr.engine.setup import training_item_counts
 
     with torch.random.fork_rng(devices=[]):  # the same init as eclsr.engine.train.run
         torch.manual_seed(recipe.seed)
@@ -400,14 +400,13 @@ def evaluate_run(
     ``device`` defaults to the device the run recorded when it is available here, else CPU
     (then metrics may differ from ``results.json`` in the last digits).
     """
-    from eclsr.data import batching
+    from eclsr.data.splits import make_split
     from eclsr.engine.train import evaluate_split
 
     path = Path(run_dir)
     results = read_results(path)
     target = torch.device(device or _recorded_device(results))
     rec = Recommender.from_run(path, device=target, plugin_files=plugin_files)
-    make_split = getattr(batching, "make_split", batching.LeaveOneOut)  # the split training used
     windows = make_split(rec.data, rec.max_len).evaluation(split)
     metrics, ranks = evaluate_split(rec.model, rec.data, windows, rec.recipe, target)
     saved_ranks = _saved_ranks(path, split)

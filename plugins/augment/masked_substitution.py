@@ -23,6 +23,7 @@ from eclsr.api import (
     InvasiveAugmentation,
     InvasiveAugmentationConfig,
     Step,
+    StepShape,
     hookimpl,
     real_mask,
 )
@@ -40,6 +41,16 @@ class MaskedSubstitutionConfig(InvasiveAugmentationConfig):
     def build(self, ctx: BuildContext) -> MaskedSubstitution:
         """Build the augmentation (the generator is looked up per step)."""
         return MaskedSubstitution(self)
+
+    def train_flops(self, shape: StepShape) -> float:
+        """Nothing when the generator's own loss pass at this γ fills S'', else that pass."""
+        generators = [h for h in shape.heads if "generator" in h.provides_services]
+        if any(
+            h.weight > 0 and getattr(h, "mask_ratio", None) == self.mask_ratio for h in generators
+        ):
+            return 0.0  # the pass is memoised and S'' reuses the loss's argmax
+        fill = getattr(generators[0], "fill_flops", None) if generators else None
+        return fill(shape, self.mask_ratio) if fill is not None else 0.0
 
 
 class MaskedSubstitution(InvasiveAugmentation):

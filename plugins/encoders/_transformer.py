@@ -61,6 +61,20 @@ class TransformerEncoderConfig(EncoderConfig):
             raise ValueError(divisibility_message(self.hidden, self.heads))
         return self
 
+    def forward_flops(self, tokens: float, width: int, queries: float | None = None) -> float:
+        """Forward FLOPs over ``tokens`` real tokens in rows of ``width``.
+
+        Per token and layer: 2·(4·D² + 2·D·inner) for the QKV, output and FFN matmuls, plus
+        4·width·D for QKᵀ and AV (dense over the batch width). With ``queries`` (the states
+        ``encode_at`` asks for), the last layer runs its keys and values (2·2·D²) at every token
+        but the rest, 2·(2·D² + 2·D·inner) + 4·width·D, at those queries only.
+        """
+        d, inner = self.hidden_size(), self.inner_size
+        per_query = 2.0 * (2 * d * d + 2 * d * inner) + 4.0 * width * d
+        per_token = 2.0 * (2 * d * d) + per_query
+        last = tokens * 2.0 * (2 * d * d) + (tokens if queries is None else queries) * per_query
+        return tokens * (self.layers - 1) * per_token + last
+
 
 class TransformerBlock(nn.Module):
     """One post-LN transformer block with a fused QKV projection."""

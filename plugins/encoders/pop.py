@@ -28,6 +28,10 @@ class PopConfig(EncoderConfig):
         """Build the ranker from ``ctx.item_counts``."""
         return Pop(self, ctx)
 
+    def forward_flops(self, tokens: float, width: int, queries: float | None = None) -> float:
+        """No matmuls: popularity needs no pass over the sequence."""
+        return 0.0
+
 
 class Pop(Encoder):
     """Scores item i by its training count; padding (row 0) scores -inf and never ranks."""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor
@@ -23,6 +24,7 @@ from eclsr.api import (
     Head,
     HeadConfig,
     Step,
+    StepShape,
     best_items,
     full_softmax_cross_entropy,
     hookimpl,
@@ -63,6 +65,20 @@ class GeneratorConfig(HeadConfig):
         head = GeneratorHead(self, ctx)
         ctx.services["generator"] = head
         return head
+
+    def train_flops(self, shape: StepShape) -> float | None:
+        """Its pass (3×; the last layer at the masked positions only) and its loss, 6·M·V·D."""
+        masked = expected_masked(shape.lengths, self.mask_ratio)
+        forward = self.encoder.forward_flops(shape.tokens, shape.width, masked)
+        if forward is None:
+            return None
+        return 3.0 * forward + 6.0 * masked * (shape.num_items + 1) * shape.hidden
+
+    def fill_flops(self, shape: StepShape, mask_ratio: float) -> float:
+        """A no-gradient pass at ``mask_ratio`` plus the argmax that fills S'' (2·M·N·D)."""
+        masked = expected_masked(shape.lengths, mask_ratio)
+        forward = self.encoder.forward_flops(shape.tokens, shape.width, masked) or 0.0
+        return forward + 2.0 * masked * shape.num_items * shape.hidden
 
 
 @dataclass
@@ -118,9 +134,7 @@ class GeneratorHead(Head):
         self.encoder = config.encoder.build(ctx)
 
     def forward(self, step: Step) -> Tensor | dict[str, Tensor]:
-        """Mean CE over masked positions predicting the original item; ``{}`` when frozen."""
-        if step.generator_frozen:
-            return {}
+        """Mean CE over masked positions predicting the original item (not called when frozen)."""
         out = self.generate(step, self.config.mask_ratio)
         loss, best = full_softmax_cross_entropy(
             out.states,
@@ -149,7 +163,7 @@ class GeneratorHead(Head):
 
         Returns:
             The :class:`GeneratorOutput`. Computed under ``torch.no_grad()`` when
-            ``step.generator_frozen``.
+            ``step.is_frozen("generator")``.
         """
         if items is None or items is step.batch.items:
             key = ("generator", float(mask_ratio))
@@ -162,7 +176,7 @@ class GeneratorHead(Head):
     def _generate(
         self, step: Step, mask_ratio: float, items: Tensor, lengths: Tensor
     ) -> GeneratorOutput:
-        frozen = torch.no_grad() if step.generator_frozen else contextlib.nullcontext()
+        frozen = torch.no_grad() if step.is_frozen(self.config.name) else contextlib.nullcontext()
         with frozen:
             masked = draw_mask(step.generator, lengths, items.size(1), mask_ratio)  # [B, T]
             masked_items = items.masked_fill(masked, step.mask_token)  # [B, T]
@@ -194,6 +208,12 @@ def draw_mask(generator: torch.Generator, lengths: Tensor, width: int, ratio: fl
     need = ~masked.any(dim=1) & (lengths > 0)  # [B]
     forced = torch.zeros_like(masked).scatter_(1, position.unsqueeze(1), need.unsqueeze(1))
     return masked | forced
+
+
+def expected_masked(lengths: np.ndarray, ratio: float) -> float:
+    """E[masked positions] of :func:`draw_mask`: γ per real position, plus one forced where a row drew none."""
+    n = lengths.astype(np.float64)
+    return float((ratio * n + (1.0 - ratio) ** n * (n > 0)).sum())
 
 
 @hookimpl

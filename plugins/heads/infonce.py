@@ -28,12 +28,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from eclsr.api import BuildContext, EclsrError, Head, HeadConfig, Step, hookimpl, last_k_positions
+from eclsr.api import (
+    BuildContext,
+    EclsrError,
+    Head,
+    HeadConfig,
+    Step,
+    StepShape,
+    hookimpl,
+    last_k_positions,
+)
 
 if TYPE_CHECKING:
     from eclsr.api import AugmentationSlot
@@ -79,6 +89,22 @@ class InfoNCEConfig(HeadConfig):
     def build(self, ctx: BuildContext) -> InfoNCEHead:
         """Build the head and its view augmentation."""
         return InfoNCEHead(self, ctx)
+
+    def train_flops(self, shape: StepShape) -> float | None:
+        """The second view's pass(es) and the B×B similarity matrix (no formula for extras).
+
+        A dropout view re-encodes the batch with its last layer at the pooled window only; an
+        invasive view encodes the augmented batch (and, with ``augment_both``, a second one).
+        """
+        if self.extra != "none":
+            return None
+        total = 0.0
+        if self.view.name == "dropout":
+            window = float(np.minimum(shape.lengths, self.pooling_k).sum())
+            total += 3.0 * (shape.encoder.forward_flops(shape.tokens, shape.width, window) or 0.0)
+        passes = int(self.view.intensity == "invasive") + int(self.augment_both)
+        batch = len(shape.lengths)
+        return total + 3.0 * shape.ube_flops() * passes + 6.0 * batch * batch * shape.hidden
 
 
 class InfoNCEHead(Head):

@@ -30,6 +30,7 @@ from eclsr.api import (
     Head,
     HeadConfig,
     Step,
+    StepShape,
     full_softmax_cross_entropy,
     hookimpl,
 )
@@ -60,6 +61,13 @@ class NextItemConfig(HeadConfig):
     def build(self, ctx: BuildContext) -> NextItemHead:
         """Build the head; popularity sampling needs ``ctx.item_counts``."""
         return NextItemHead(self, ctx)
+
+    def train_flops(self, shape: StepShape) -> float:
+        """The output projection at every real position: 6·P·C·D (C = N+1, or S+1 sampled)."""
+        columns = shape.num_items + 1
+        if self.sampled_negatives is not None:
+            columns = self.sampled_negatives + 1
+        return 6.0 * shape.tokens * columns * shape.hidden
 
 
 class NextItemHead(Head):

@@ -31,6 +31,7 @@ from eclsr.api import (
     Head,
     HeadConfig,
     Step,
+    StepShape,
     hookimpl,
 )
 
@@ -57,6 +58,17 @@ class RIDConfig(HeadConfig):
     def build(self, ctx: BuildContext) -> RIDHead:
         """Build the head, its augmentation and its output layer(s)."""
         return RIDHead(self, ctx)
+
+    def train_flops(self, shape: StepShape) -> float | None:
+        """Making S'', the discriminator's UBE pass over it (3×) and, for concat, its MLP."""
+        augmentation = self.augmentation.train_flops(shape)
+        if augmentation is None:
+            return None
+        total = augmentation + 3.0 * shape.ube_flops()
+        if self.condition == "concat":
+            d = shape.hidden
+            total += 6.0 * shape.tokens * (2 * d * d + d)
+        return total
 
 
 class RIDHead(Head):

@@ -1,0 +1,200 @@
+"""One set-up for every way of training: ``run()``, ``eclsr bench`` and the tools.
+
+:func:`set_up_run` turns a validated recipe (and its data) into a :class:`RunSetup`: the split
+and its windows, the model with its seeded initialisation, the optimizer, the step generator and,
+under torchrun, the DDP wrapper. :meth:`RunSetup.train_step` is the one optimisation step they all
+run, so a benchmark times exactly what a run trains.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from eclsr.components.step import Step
+from eclsr.data.batching import make_batch
+from eclsr.data.sequences import SequenceDataset
+from eclsr.data.splits import LeaveOneOut, TimeSplit, Windows, make_split
+from eclsr.engine.allocator import tune_allocator
+from eclsr.engine.distributed import world
+from eclsr.engine.model import Model, total_loss
+from eclsr.errors import EclsrError
+
+Losses = dict[str, tuple[float, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Which slice of every global batch this process trains on."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """This rank's contiguous part of a global batch (sizes differ by at most one)."""
+        if self.world_size == 1:
+            return rows
+        return np.array_split(rows, self.world_size)[self.rank]
+
+
+@dataclass
+class RunSetup:
+    """Everything a training step needs, built once by :func:`set_up_run`.
+
+    Attributes:
+        recipe: the validated recipe.
+        data: the dataset.
+        split: the evaluation split (leave-one-out or time-based).
+        windows: training windows; ``valid_windows`` / ``test_windows`` the evaluation ones.
+        model: the model (its ``encoder`` may be compiled).
+        trainer: ``model``, or its DistributedDataParallel wrapper under torchrun.
+        optimizer: Adam/AdamW over the trainable parameters.
+        generator: the seeded generator every component draws from.
+        device: where the model lives.
+        shard: this process's rank and the world size.
+    """
+
+    recipe: Any
+    data: SequenceDataset
+    split: LeaveOneOut | TimeSplit
+    windows: Windows
+    valid_windows: Windows
+    test_windows: Windows
+    model: Model
+    trainer: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    device: torch.device
+    shard: Shard
+
+    def make_step(
+        self, rows: np.ndarray, epoch: int = 0, stage: int = 1, frozen: frozenset[str] = frozenset()
+    ) -> Step:
+        """The :class:`Step` of window ``rows`` (this rank's share of them) on the device."""
+        model = self.model
+        batch = make_batch(self.data, self.windows, self.shard.take(rows)).to(self.device)
+        return Step(
+            batch, model.encoder, model.item_embedding, model.num_items, self.generator,
+            epoch=epoch, stage=stage, frozen=frozen, services=model.services,
+            rank=self.shard.rank, world_size=self.shard.world_size,
+        )  # fmt: skip
+
+    def train_step(
+        self, step: Step, dropped: frozenset[str] = frozenset()
+    ) -> tuple[Losses, torch.Tensor]:
+        """One optimisation step on ``step``; returns every loss term and the total."""
+        return train_step(
+            self.trainer, self.model, self.optimizer, step, dropped, self.recipe.train
+        )
+
+    def new_optimizer(self) -> None:
+        """A fresh optimizer (a new training stage starts without the old moments)."""
+        self.optimizer = make_optimizer(self.model, self.recipe.train)
+
+
+def set_up_run(recipe: Any, data: SequenceDataset) -> RunSetup:
+    """Build the run a recipe describes on ``data``: threads, device, split, model, optimizer.
+
+    Parameter initialisation draws from ``torch.manual_seed(seed)`` (identical on every rank);
+    dropout masks and the step generator from ``seed + rank`` (independent per rank).
+    """
+    train = recipe.train
+    rank, world_size = world()
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    if train.tune_allocator:
+        tune_allocator()
+    device = resolve_device(train.device, rank)
+    split = make_split(data, recipe.data.max_len)
+    torch.manual_seed(recipe.seed)
+    model = Model(recipe, data.num_items, training_item_counts(data)).to(device)
+    torch.manual_seed(recipe.seed + rank)
+    if train.compile:
+        model.encoder = torch.compile(model.encoder)  # type: ignore[assignment]
+    trainer: torch.nn.Module = model
+    if world_size > 1:
+        trainer = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    return RunSetup(
+        recipe=recipe,
+        data=data,
+        split=split,
+        windows=split.train(),
+        valid_windows=split.evaluation("valid"),
+        test_windows=split.evaluation("test"),
+        model=model,
+        trainer=trainer,
+        optimizer=make_optimizer(model, train),
+        generator=torch.Generator(device=device).manual_seed(recipe.seed + rank),
+        device=device,
+        shard=Shard(rank, world_size),
+    )
+
+
+def resolve_device(name: str, rank: int = 0) -> torch.device:
+    """``auto`` → cuda when available, else cpu; under torchrun each rank takes its local GPU."""
+    if name == "cuda" and not torch.cuda.is_available():
+        msg = "train.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'."
+        raise EclsrError(msg)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device(name)
+
+
+def training_item_counts(data: SequenceDataset) -> torch.Tensor:
+    """``[N+1]`` interactions per item in the training part (all but each user's last two)."""
+    position = np.arange(len(data.items)) - np.repeat(data.offsets[:-1], data.lengths)
+    in_train = position < np.repeat(data.lengths - 2, data.lengths)
+    counts = np.bincount(data.items[in_train], minlength=data.num_items + 1)
+    return torch.from_numpy(counts.astype(np.float32))
+
+
+def make_optimizer(model: Model, train: Any) -> torch.optim.Optimizer:
+    """Adam or AdamW over every trainable parameter."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:  # parameter-free (pop): a dummy the loop can step
+        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=train.lr)
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+
+
+def train_step(
+    trainer: torch.nn.Module,
+    model: Model,
+    optimizer: torch.optim.Optimizer,
+    step: Step,
+    dropped: frozenset[str],
+    train_cfg: Any,
+) -> tuple[Losses, torch.Tensor]:
+    """One optimisation step: losses, finiteness check, backward, clipping, update."""
+    device_type = step.batch.items.device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=train_cfg.amp == "bf16"):
+        losses = trainer(step, dropped)
+    loss = total_loss(losses)
+    check_finite(losses, step.epoch)
+    optimizer.zero_grad(set_to_none=True)
+    if loss.requires_grad:
+        loss.backward()
+        if train_cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        optimizer.step()
+    return losses, loss
+
+
+def check_finite(losses: Losses, epoch: int) -> None:
+    """Raise, naming the term, when a loss is not finite."""
+    for name, (_, value) in losses.items():
+        if not torch.isfinite(value.detach()).all():
+            msg = (
+                f"the {name!r} loss became {float(value.detach())} at epoch {epoch}. Training stopped; the "
+                f"best checkpoint so far is kept. Lower train.lr, set train.grad_clip, or check the data."
+            )
+            raise EclsrError(msg)
