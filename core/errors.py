@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+class RecipeMigrationWarning(UserWarning):
+    """A recipe written for an older eclsr was migrated (each warning names the change)."""
+
+
 class EclsrError(Exception):
     """A mistake the user can fix (recipe, data file, CLI argument, checkpoint, plugin).
 

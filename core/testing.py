@@ -87,10 +87,10 @@ class TinyCausalEncoder(Encoder):
     """Stand-in UBE: dropout(E[item] + P[t] + offset), causal running mean, Linear, tanh."""
 
     def __init__(self, ctx: BuildContext, dropout: float = 0.1) -> None:
-        """Build around the shared item table (held in a tuple, as the built-in encoders do)."""
+        """Build around the shared item table (``share_item_table``, as the built-ins do)."""
         super().__init__()
         self.hidden_size = ctx.hidden_size
-        self._shared = (ctx.item_embedding,)
+        self.share_item_table(ctx.item_embedding)
         self.position = nn.Embedding(ctx.max_len, ctx.hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(ctx.hidden_size, ctx.hidden_size)
@@ -98,7 +98,7 @@ class TinyCausalEncoder(Encoder):
     def forward(self, items: Tensor, lengths: Tensor, input_offset: Tensor | None = None) -> Tensor:
         """``[B, T]`` → ``[B, T, D]``; position t sees items 0..t only."""
         width = items.size(1)
-        x = self._shared[0](items) + self.position(torch.arange(width))  # [B, T, D]
+        x = self.item_embedding(items) + self.position(torch.arange(width))  # [B, T, D]
         if input_offset is not None:
             x = x + input_offset
         count = torch.arange(1, width + 1, dtype=x.dtype).view(1, -1, 1)  # [1, T, 1]

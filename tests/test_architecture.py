@@ -106,3 +106,80 @@ def test_every_wing_is_a_documented_package():
     for wing in LAYERS:
         init = ROOT / "core" / wing / "__init__.py"
         assert init.is_file() and ast.get_docstring(ast.parse(init.read_text())), wing
+
+
+def module_graph() -> dict[str, set[str]]:
+    """``module → modules of core it imports`` at run time (lazy imports included, type-only not)."""
+    core = ROOT / "core"
+    files = {}
+    for path in core.rglob("*.py"):
+        parts = list(path.relative_to(core).with_suffix("").parts)
+        parts = parts[:-1] if parts[-1] == "__init__" else parts
+        files[".".join(["eclsr", *parts])] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text())
+        type_only = {
+            id(sub)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for sub in ast.walk(node)
+        }
+        targets = set()
+        for node in ast.walk(tree):
+            if id(node) in type_only:
+                continue
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        graph[name] = {t for t in targets if t in files and t != name}
+    return graph
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` (as a path that returns to its start), or None."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def test_no_module_of_core_imports_itself_back():
+    cycle = import_cycle(module_graph())
+    assert cycle is None, "import loop: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert import_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_every_registered_config_class_is_reachable_from_the_public_api(registries):
+    import eclsr
+    import eclsr.api
+
+    for registry in registries.all():
+        for cls in registry:
+            assert getattr(eclsr.api, cls.__name__) is cls
+            assert getattr(eclsr, cls.__name__) is cls
+    with pytest.raises(AttributeError):
+        eclsr.api.NoSuchConfig  # noqa: B018
+    with pytest.raises(AttributeError):
+        eclsr.api.no_such_helper  # noqa: B018
+    assert set(eclsr.api.__all__) <= set(dir(eclsr.api))

@@ -30,7 +30,8 @@ name = "rid"
 weight = 0.1
 [train]
 batch_size = 16
-eval_batch_size = 16
+[eval]
+batch_size = 16
 """
 
 

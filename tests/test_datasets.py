@@ -11,7 +11,7 @@ import pytest
 from eclsr import DataError
 from eclsr.data import Interactions, from_dataframe, load_dataset, load_file, prepare, stats
 from eclsr.data.config import DataConfig
-from eclsr.data.sequences import read_sequence_file
+from eclsr.data.loader import read_sequence_file
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -215,9 +215,11 @@ def test_option_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"no interactions left after preprocessing .*k-core: 12"):
         load_file(files["log.csv"], cfg(files["log.csv"], tmp_path, k_core=5))
     with pytest.raises(DataError, match=r"unknown reader 'cvs'.*Did you mean 'csv'"):
-        load_file(files["log.csv"], cfg(files["log.csv"], tmp_path, format="cvs"))
-    with pytest.raises(DataError, match=r"reader_options do not fit the 'csv' reader"):
-        load_file(files["log.csv"], cfg(files["log.csv"], tmp_path, reader_options={"sep": ";"}))
+        load_file(files["log.csv"], cfg(files["log.csv"], tmp_path, reader={"name": "cvs"}))
+    with pytest.raises(DataError, match=r"reader options do not fit the 'csv' reader"):
+        load_file(
+            files["log.csv"], cfg(files["log.csv"], tmp_path, reader={"name": "csv", "sep": ";"})
+        )
 
 
 def test_explicit_columns_and_headerless_csv(tmp_path: Path) -> None:
@@ -225,9 +227,7 @@ def test_explicit_columns_and_headerless_csv(tmp_path: Path) -> None:
     path.write_text("1\t10\t5\t30\n1\t20\t5\t10\n1\t30\t5\t20\n")
     options = {"delimiter": "\t", "header": False, "names": ["u", "i", "r", "t"]}
     columns = {"user": "u", "item": "i", "timestamp": "t", "rating": "r"}
-    data = load_file(
-        path, cfg(path, tmp_path, format="csv", reader_options=options, columns=columns)
-    )
+    data = load_file(path, cfg(path, tmp_path, reader={"name": "csv", **options}, columns=columns))
     assert [data.item_vocab[i] for i in data.items] == ["20", "30", "10"]
 
 
@@ -307,7 +307,7 @@ def test_catalogue_defaults_yield_to_recipe(tmp_path: Path) -> None:
     )
     assert data.name == "toys" and data.protocol["reader"]["name"] == "sequence"
     with pytest.raises(DataError, match="unknown reader 'nope'"):
-        load_dataset(DataConfig(dataset="toys", format="nope", data_dir=str(tmp_path)))
+        load_dataset(DataConfig(dataset="toys", reader={"name": "nope"}, data_dir=str(tmp_path)))
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,7 @@ def test_sharded_evaluation_is_exact(runs):
     model.load_state_dict(torch.load(double / "checkpoint-00002.pt", weights_only=True)["model"])
     windows = LeaveOneOut(data, recipe.data.max_len).evaluation("valid")
     ranks = rank_all(
-        model, data, windows, recipe.train.eval_batch_size, False, recipe.eval.chunk_elements
+        model, data, windows, recipe.eval.batch_size, False, recipe.eval.chunk_elements
     )
     last = json.loads((double / "metrics.jsonl").read_text().splitlines()[-1])
     assert metrics_from_ranks(ranks, recipe.eval.ks) == last["valid"]

@@ -61,3 +61,28 @@ def test_headings_name_only_existing_hooks():
 def test_each_hook_is_documented_once():
     calls = documented()
     assert len(calls) == len(set(calls))
+
+
+ARCHITECTURE = GUIDE.parent / "architecture.md"
+WING_ROW = re.compile(r"^\| `(?P<wing>\w+)` \| (?P<modules>[^|]+) \|", re.M)
+
+
+def documented_wings() -> dict[str, set[str]]:
+    """``{wing: {module, ...}}`` from the table of docs/architecture.md."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    return {
+        m["wing"]: {name.strip(" `") for name in m["modules"].split(",")}
+        for m in WING_ROW.finditer(text)
+    }
+
+
+def test_architecture_doc_lists_every_wing_and_module():
+    core = GUIDE.parents[1] / "core"
+    actual = {
+        package.name: {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+        for package in core.iterdir()
+        if (package / "__init__.py").is_file()
+    }
+    assert documented_wings() == actual, (
+        "docs/architecture.md's wing table is out of date: list every module of every wing"
+    )

@@ -56,7 +56,7 @@ FIELDS = [
     ("data",),
     ("data", "dataset"),
     ("data", "max_len"),
-    ("data", "format"),
+    ("data", "reader"),
     ("data", "k_core"),
     ("data", "columns"),
     ("data", "time_split"),

@@ -20,9 +20,7 @@ def tiny_data():
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(p.parents[1])))
 def test_recipe_runs_one_epoch(path, tiny_data):
-    recipe = load_recipe(
-        path, ["train.epochs=1", "train.batch_size=32", "train.eval_batch_size=64"]
-    )
+    recipe = load_recipe(path, ["train.epochs=1", "train.batch_size=32", "eval.batch_size=64"])
     result = run(recipe, dataset=tiny_data, progress=False).results
     assert result["epochs_run"] == (0 if recipe.train.epochs == 0 else 1)
     assert 0.0 <= result["test"]["ndcg@10"] <= 1.0

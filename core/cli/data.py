@@ -50,7 +50,7 @@ def cmd_data_stats(args: argparse.Namespace, out: Console) -> int:
     """Print the statistics of a prepared dataset."""
     options: dict[str, Any] = {"dataset": args.source, "min_length": args.min_length}
     flags = {
-        "format": args.format,
+        "reader": {"name": args.format} if args.format else None,
         "k_core": args.k_core,
         "rating_threshold": args.rating_threshold,
         "dedupe": args.dedupe,

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shlex
 import sys
+import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
-from eclsr.errors import EclsrError, RecipeError, RunInterrupted
+from eclsr.cli.bench import add_bench_command
+from eclsr.cli.data import add_data_commands
+from eclsr.cli.recipes import add_recipe_commands
+from eclsr.cli.results import add_results_command
+from eclsr.cli.runs import add_commands
+from eclsr.errors import EclsrError, RecipeError, RecipeMigrationWarning, RunInterrupted
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM: stopped cleanly, resumable
@@ -36,233 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    validate = sub.add_parser("validate", help="validate a recipe (exit 0 valid, 2 invalid)")
-    validate.add_argument("recipe", type=Path)
-    _add_overrides(validate)
-    validate.set_defaults(handler=cmd_validate)
-
-    plugins = sub.add_parser("plugins", help="list every registered component")
-    plugins.add_argument("--json", action="store_true", help="print a JSON list")
-    _add_plugin_files(plugins)
-    plugins.set_defaults(handler=cmd_plugins)
-
-    schema = sub.add_parser("schema", help="print the recipe's JSON schema")
-    _add_plugin_files(schema)
-    schema.set_defaults(handler=cmd_schema)
-
-    run = sub.add_parser("run", help="train and evaluate a recipe")
-    run.add_argument("recipe", type=Path)
-    _add_overrides(run)
-    run.add_argument(
-        "--out", type=Path, default=None, help="run directory (default runs/<name>/<time>)"
-    )
-    run.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
-    run.add_argument("--no-progress", action="store_true", help="no live progress bar")
-    run.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
-    )
-    run.add_argument(
-        "--nproc",
-        type=int,
-        default=1,
-        metavar="N",
-        help="train on N processes via torchrun (gloo on CPU, nccl on GPU)",
-    )
-    run.set_defaults(handler=cmd_run)
-
-    resume = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
-    resume.add_argument("run_dir", type=Path)
-    resume.add_argument("--no-progress", action="store_true", help="no live progress bar")
-    _add_plugin_files(resume)
-    resume.set_defaults(handler=cmd_resume)
-
-    _add_data_commands(sub)
-    from eclsr.cli.bench import add_bench_command
-
+    add_recipe_commands(sub)
+    add_data_commands(sub)
     add_bench_command(sub)
-    from eclsr.cli.runs import add_commands
-
     add_commands(sub)
-    from eclsr.cli.results import add_results_command
-
     add_results_command(sub)
     return parser
-
-
-def _add_overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe value, e.g. --set train.epochs=2 (repeatable)",
-    )
-    _add_plugin_files(parser)
-
-
-def _add_plugin_files(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--plugin",
-        dest="plugin_files",
-        action="append",
-        default=[],
-        metavar="FILE.py",
-        help="load a plugin file (repeatable)",
-    )
-
-
-def _add_data_commands(sub: argparse._SubParsersAction) -> None:
-    try:
-        from eclsr.cli.data import add_data_commands
-    except ImportError:
-        return
-    add_data_commands(sub)
-
-
-def _load_plugin_files(args: argparse.Namespace) -> None:
-    from eclsr.registry.manager import load_plugin_file
-
-    for file in args.plugin_files:
-        load_plugin_file(file)
-
-
-def _recipe(args: argparse.Namespace):  # noqa: ANN202
-    from eclsr.recipe.load import load_recipe
-
-    _load_plugin_files(args)
-    return load_recipe(args.recipe, args.overrides)
-
-
-def cmd_validate(args: argparse.Namespace, out: Console) -> int:
-    """``eclsr validate RECIPE``."""
-    recipe = _recipe(args)
-    out.print(f"{args.recipe}: valid ({len(recipe.heads)} heads, encoder {recipe.encoder.name!r})")
-    return 0
-
-
-def cmd_plugins(args: argparse.Namespace, out: Console) -> int:
-    """``eclsr plugins [--json]``."""
-    from eclsr.registry.listing import plugin_rows
-
-    _load_plugin_files(args)
-    rows = plugin_rows()
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    table = Table(title="eclsr components")
-    for column in ("kind", "name", "plugin", "distribution"):
-        table.add_column(column)
-    for row in rows:
-        kind = f"{row['kind']} ({row['intensity']})" if row["intensity"] else row["kind"]
-        dist = f"{row['distribution']} {row['version']}" if row["distribution"] else "-"
-        table.add_row(kind, row["name"], row["plugin"], dist)
-    out.print(table)
-    return 0
-
-
-def cmd_schema(args: argparse.Namespace, out: Console) -> int:
-    """``eclsr schema``: the JSON schema of a recipe with every installed plugin."""
-    from eclsr.recipe.schema import recipe_model
-    from eclsr.registry.manager import collect_registries
-
-    _load_plugin_files(args)
-    print(json.dumps(recipe_model(collect_registries()).model_json_schema(), indent=2))
-    return 0
-
-
-def cmd_run(args: argparse.Namespace, out: Console) -> int:
-    """``eclsr run RECIPE``: train, evaluate, write the run directory, print the test metrics."""
-    from eclsr.engine.distributed import leave_distributed, maybe_init_distributed
-    from eclsr.engine.rundir import default_run_dir
-    from eclsr.engine.train import run
-
-    recipe = _recipe(args)  # validated before any process is started
-    if args.nproc > 1 and "RANK" not in os.environ:
-        return _launch_torchrun(args.nproc)
-    if args.resume and args.out is None:
-        raise EclsrError("--resume needs --out RUN_DIR: the run directory to continue.")
-    rank = maybe_init_distributed()
-    out_dir = args.out or default_run_dir(recipe.name or "recipe")
-    result = run(
-        recipe,
-        out_dir,
-        overwrite=args.overwrite,
-        resume=args.resume,
-        progress=not args.no_progress and sys.stderr.isatty(),
-        command=shlex.join(["eclsr", *sys.argv[1:]]),
-    )
-    if rank == 0:
-        print_results(out, result.results, out_dir)
-    leave_distributed()
-    return 0
-
-
-def cmd_resume(args: argparse.Namespace, out: Console) -> int:
-    """``eclsr resume RUN_DIR``: continue with the run's own resolved recipe."""
-    import yaml
-
-    from eclsr.engine.distributed import leave_distributed, maybe_init_distributed
-    from eclsr.engine.train import run
-    from eclsr.recipe.load import validate_recipe
-
-    _load_plugin_files(args)
-    recipe_file = args.run_dir / "recipe.yaml"
-    if not recipe_file.is_file():
-        raise EclsrError(f"{args.run_dir} is not an eclsr run directory (no recipe.yaml).")
-    recipe = validate_recipe(yaml.safe_load(recipe_file.read_text()), source=str(recipe_file))
-    rank = maybe_init_distributed()
-    progress = not args.no_progress and sys.stderr.isatty()
-    result = run(recipe, args.run_dir, resume=True, progress=progress)
-    if rank == 0:
-        print_results(out, result.results, args.run_dir)
-    leave_distributed()
-    return 0
-
-
-def _launch_torchrun(nproc: int) -> int:
-    """Re-run this command under PyTorch's own launcher (torchrun) on ``nproc`` processes."""
-    from torch.distributed.run import main as torchrun
-
-    argv = _strip_option(sys.argv[1:], "--nproc")
-    try:
-        torchrun(["--standalone", "--nproc-per-node", str(nproc), "-m", "eclsr", *argv])
-    except Exception as exc:  # torchrun has already printed the failing rank's error
-        raise EclsrError(f"distributed run failed: {exc}") from None
-    return 0
-
-
-def _strip_option(argv: list[str], option: str) -> list[str]:
-    """``argv`` without ``option VALUE`` / ``option=VALUE``."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == option:
-            skip = True
-        elif not arg.startswith(option + "="):
-            out.append(arg)
-    return out
-
-
-def print_results(out: Console, results: dict, out_dir: Path | None) -> None:
-    """A table of the test (and validation) metrics."""
-    table = Table(title=f"{results.get('recipe')}: best epoch {results['best_epoch']}")
-    table.add_column("metric")
-    table.add_column("valid", justify="right")
-    table.add_column("test", justify="right")
-    table.add_column("popularity (test)", justify="right")
-    popularity = results.get("popularity_test", {})
-    for key, value in results["test"].items():
-        table.add_row(
-            key,
-            f"{results['valid'].get(key, float('nan')):.4f}",
-            f"{value:.4f}",
-            f"{popularity.get(key, float('nan')):.4f}",
-        )
-    out.print(table)
-    if out_dir is not None:
-        out.print(f"run directory: {out_dir}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -271,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv or bool(os.environ.get("ECLSR_DEBUG"))
     out = Console()
     err = Console(stderr=True, soft_wrap=True)
+    warnings.showwarning = _warning_printer(err)
     try:
         args = build_parser().parse_args(argv)
         handler: Callable[[argparse.Namespace, Console], int] = args.handler
@@ -283,6 +65,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return EXIT_INTERRUPTED
+
+
+def _warning_printer(err: Console) -> Callable[..., None]:
+    """Show eclsr's warnings (a migrated recipe) as one line each, others as Python would."""
+    default = warnings.showwarning
+
+    def show(
+        message: Warning | str, category: type[Warning], *args: object, **kwargs: object
+    ) -> None:
+        if issubclass(category, RecipeMigrationWarning):
+            err.print(f"[yellow]note:[/] {message}", highlight=False)
+        else:
+            default(message, category, *args, **kwargs)  # type: ignore[arg-type]
+
+    return show
 
 
 def _print_error(err: Console, exc: EclsrError) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from eclsr.cli.options import add_plugin_option
 from eclsr.errors import EclsrError
 
 
@@ -84,14 +85,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _run_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    parser.add_argument(
-        "--plugin",
-        dest="plugin_files",
-        action="append",
-        default=[],
-        metavar="FILE.py",
-        help="load a plugin file the run's recipe needs (repeatable)",
-    )
+    add_plugin_option(parser, " the run's recipe needs")
 
 
 def read_histories(path: Path) -> list[list[str]]:

@@ -25,6 +25,26 @@ class Encoder(nn.Module):
 
     hidden_size: int
 
+    def share_item_table(self, table: nn.Embedding) -> None:
+        """Use the model's item table ``[N+2, D]`` (``ctx.item_embedding``) without owning it.
+
+        The table belongs to the model and is shared by every module, so an encoder must not
+        register it as its submodule. Held through this method, the table appears once in the
+        model's ``state_dict``, the encoder's ``parameters()`` are only its own weights (freezing
+        or re-initialising the encoder, e.g. a frozen generator, never touches the table), and
+        ``self.apply(init_fn)`` leaves the table's initialisation to the model.
+        """
+        self._item_table = (table,)  # a tuple: nn.Module registers no submodule for it
+
+    @property
+    def item_embedding(self) -> nn.Embedding:
+        """The shared item table given to :meth:`share_item_table`."""
+        held = self.__dict__.get("_item_table")
+        if held is None:
+            msg = f"{type(self).__name__} has no item table: call self.share_item_table(ctx.item_embedding) in __init__."
+            raise AttributeError(msg)
+        return held[0]
+
     def forward(self, items: Tensor, lengths: Tensor, input_offset: Tensor | None = None) -> Tensor:
         """Encode a batch.
 

@@ -32,7 +32,7 @@ class CatalogueEntry:
         name: the catalogue name.
         description: one line for listings.
         path: the file, relative to the data directory.
-        config: ``DataConfig`` values (format, columns, k_core, ...) used unless the recipe sets them.
+        config: ``DataConfig`` values (reader, columns, k_core, ...) used unless the recipe sets them.
         url: canonical public source (a file, or a zip holding ``archive_member``); None: manual.
         sha256: checksum of the file at ``path``; None when not recorded.
         archive_member: member of the downloaded zip that becomes ``path``.
@@ -58,7 +58,7 @@ def _s3rec(
         name=name,
         description=f"{title} (S3-Rec/ICLRec sequence file, 5-core)",
         path=f"{name}.txt",
-        config={"format": "sequence"},
+        config={"reader": {"name": "sequence"}},
         url=_ICLREC + blob,
         sha256=sha,
         expected=dict(zip(("users", "items", "actions"), stats, strict=True)),
@@ -98,7 +98,7 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             name="ml-latest-small",
             description="MovieLens latest-small raw ratings (CSV), 5-core applied here",
             path="raw/ml-latest-small/ratings.csv",
-            config={"format": "csv"},
+            config={"reader": {"name": "csv"}},
             url=_GROUPLENS + "ml-latest-small.zip",
             archive_member="ml-latest-small/ratings.csv",
             sha256="aa289ca83157595d0df6aea1be6a4ded676ddc4385472e8313a8ed9805352646",
@@ -109,7 +109,7 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             name="ml-1m",
             description="MovieLens 1M raw ratings (user::item::rating::timestamp), 5-core applied here",
             path="ml-1m/ratings.dat",
-            config={"format": "movielens_dat"},
+            config={"reader": {"name": "movielens_dat"}},
             url=_GROUPLENS + "ml-1m.zip",
             archive_member="ml-1m/ratings.dat",
             notes="Paper Table 2 lists 6,041 / 3,417 / 999,611 (RecBole 5-core; its counts include the "
@@ -121,8 +121,8 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             description="MovieLens 100K (u.data, tab separated, no header)",
             path="ml-100k/u.data",
             config={
-                "format": "csv",
-                "reader_options": {
+                "reader": {
+                    "name": "csv",
                     "delimiter": "\t",
                     "header": False,
                     "names": ["user", "item", "rating", "timestamp"],
@@ -136,7 +136,7 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             name="ml-20m",
             description="MovieLens 20M raw ratings (CSV)",
             path="ml-20m/ratings.csv",
-            config={"format": "csv"},
+            config={"reader": {"name": "csv"}},
             url=_GROUPLENS + "ml-20m.zip",
             archive_member="ml-20m/ratings.csv",
             notes="GroupLens terms: research use only.",
@@ -145,7 +145,7 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             name="steam",
             description="Steam reviews as a RecBole atomic file",
             path="steam/steam.inter",
-            config={"format": "recbole"},
+            config={"reader": {"name": "recbole"}},
             notes="No direct public URL: get steam.inter from RUCAIBox/RecSysDatasets (Google Drive links "
             "in its README) and place it at the path shown. Original data: Kang & McAuley, ICDM 2018.",
         ),

@@ -43,19 +43,16 @@ class DataConfig(BaseModel):
     )
     synthetic_users: int = Field(2000, ge=10, description="Users of the synthetic dataset.")
     synthetic_items: int = Field(500, ge=10, description="Items of the synthetic dataset.")
-    format: str = Field(
-        "auto",
-        description="Reader name (sequence, pairs, csv, recbole, movielens_dat, parquet, or a plugin's), "
-        "or 'auto' to choose by file suffix and content.",
+    reader: Any = Field(
+        None,
+        description='How to read the file: a reader component, e.g. {name = "csv", delimiter = ";"} '
+        "(sequence, pairs, csv, recbole, movielens_dat, parquet, or a plugin's); None chooses one by "
+        "file suffix and content, with its defaults.",
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
         description="Tabular formats: role (user, item, timestamp, rating) → column name. Unnamed roles "
         "are found by common names (userId, movieId, timestamp, rating, ...).",
-    )
-    reader_options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Extra options of the chosen reader (e.g. {delimiter = ';'} for csv), validated by it.",
     )
     rating_threshold: float | None = Field(
         None,

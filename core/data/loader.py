@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+import eclsr.data.cache as cache
 from eclsr.components.readers import Interactions, ReaderConfig
-from eclsr.data import cache
 from eclsr.data.catalogue import CATALOGUE, data_dir, entry_file, lookup, with_entry_defaults
 from eclsr.data.config import DataConfig
 from eclsr.data.parsing import head_lines, require_file
@@ -93,6 +93,18 @@ def prepare(inter: Interactions, config: DataConfig) -> SequenceDataset:
     return data
 
 
+def read_sequence_file(path: str | Path) -> SequenceDataset:
+    """Read the one-line-per-user format ``user item item ...`` (items oldest first) as it is.
+
+    No filtering (no k-core, any length). Item ids are numbered by their raw id in numeric order,
+    so files whose ids already run 1..N contiguously (the S3-Rec/ICLRec files) keep them.
+    """
+    config = DataConfig(
+        dataset=str(path), reader={"name": "sequence"}, k_core=0, min_length=1, cache=False
+    )
+    return load_file(Path(path), config)
+
+
 def from_dataframe(
     frame: Any, config: DataConfig | None = None, name: str = "dataframe"
 ) -> SequenceDataset:
@@ -116,18 +128,25 @@ def from_dataframe(
 
 
 def choose_reader(path: Path, config: DataConfig) -> ReaderConfig:
-    """The reader config for ``path``: ``config.format`` or, for ``"auto"``, by suffix and sniffing."""
+    """The reader config for ``path``: ``config.reader``, or one chosen by suffix and sniffing.
+
+    ``config.reader`` may be a validated reader config (a recipe's), a ``{"name": ...}`` dict
+    (programmatic use; validated here) or None.
+    """
     from eclsr.registry.manager import collect_registries
 
-    readers = collect_registries().readers
-    try:
-        cls = (
-            readers.get(config.format) if config.format != "auto" else _detect(path, list(readers))
-        )
-    except RegistryError as exc:
-        msg = f"data.format: {exc}"
-        raise DataError(msg) from None
-    options = dict(config.reader_options)
+    reader = config.reader
+    if isinstance(reader, ReaderConfig):
+        cls, options = type(reader), reader.model_dump(exclude={"name"}, exclude_unset=True)
+    else:
+        options = dict(reader or {})
+        name = options.pop("name", None)
+        readers = collect_registries().readers
+        try:
+            cls = readers.get(name) if name is not None else _detect(path, list(readers))
+        except RegistryError as exc:
+            msg = f"data.reader: {exc}"
+            raise DataError(msg) from None
     if config.columns:
         if "columns" not in cls.model_fields:
             msg = f"data.columns is set, but the {cls.model_fields['name'].default!r} reader has no column mapping; remove it."
@@ -137,7 +156,7 @@ def choose_reader(path: Path, config: DataConfig) -> ReaderConfig:
         return cls(**options)
     except ValidationError as exc:
         msg = (
-            f"data.reader_options do not fit the {cls.model_fields['name'].default!r} reader: {exc}"
+            f"data.reader options do not fit the {cls.model_fields['name'].default!r} reader: {exc}"
         )
         raise DataError(msg) from None
 
@@ -148,7 +167,7 @@ def _detect(path: Path, classes: list[type[ReaderConfig]]) -> type[ReaderConfig]
     if not candidates:
         known = sorted({e for c in classes for e in c.extensions})
         names = sorted(c.model_fields["name"].default for c in classes)
-        msg = f"cannot tell the format of {str(path)!r} from its suffix {suffix!r} (known: {', '.join(known)}). Set data.format to one of {names}."
+        msg = f"cannot tell the format of {str(path)!r} from its suffix {suffix!r} (known: {', '.join(known)}). Set data.reader = {{name = ...}} with one of {names}."
         raise DataError(msg)
     if len(candidates) == 1:
         return candidates[0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -64,16 +63,3 @@ def from_sequences(
     n = int(flat.max()) if num_items is None and flat.size else int(num_items or 0)
     digest = hashlib.sha256(flat.tobytes() + offsets.tobytes()).hexdigest()
     return SequenceDataset(flat, offsets, n, name=name, source_hash=digest)
-
-
-def read_sequence_file(path: str | Path) -> SequenceDataset:
-    """Read the one-line-per-user format ``user item item ...`` (items oldest first) as it is.
-
-    No filtering (no k-core, any length). Item ids are numbered by their raw id in numeric order,
-    so files whose ids already run 1..N contiguously (the S3-Rec/ICLRec files) keep them.
-    """
-    from eclsr.data import load_file
-    from eclsr.data.config import DataConfig
-
-    config = DataConfig(dataset=str(path), format="sequence", k_core=0, min_length=1, cache=False)
-    return load_file(Path(path), config)

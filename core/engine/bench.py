@@ -393,7 +393,7 @@ def eval_section(model: Any, data: Any, split: Any, recipe: Any, device: Any) ->
         "users": len(windows.users),
         "seconds": round(seconds, 3),
         "users_per_second": round(len(windows.users) / seconds, 1),
-        "batch_size": recipe.train.eval_batch_size,
+        "batch_size": recipe.eval.batch_size,
         "ndcg@10": round(metrics.get("ndcg@10", float("nan")), 5),
     }
 

@@ -20,7 +20,7 @@ import torch
 
 from eclsr.engine import rundir
 from eclsr.engine.model import Model
-from eclsr.errors import EclsrError
+from eclsr.errors import EclsrError, RecipeMigrationWarning
 
 CHECKPOINT_FORMAT = "eclsr-checkpoint-1"
 MANIFEST = "checkpoints.json"
@@ -178,6 +178,20 @@ def restore_state(
     )
 
 
+def _resolved(saved: Any, validate: Any) -> Any:
+    """A saved ``recipe.yaml`` as today's schema resolves it (as saved if it no longer validates).
+
+    Its plugin files were loaded already by the recipe being resumed: none is imported here.
+    """
+    if not isinstance(saved, dict):
+        return saved
+    try:
+        resolved = validate({**saved, "plugins": []}).model_dump(mode="json")
+    except EclsrError:
+        return saved
+    return {**resolved, "plugins": saved.get("plugins", [])}
+
+
 def resume_checkpoint(out_dir: Path | None, recipe: Any) -> dict[str, Any] | None:
     """The checkpoint to resume from; errors when the run directory belongs to another recipe."""
     if out_dir is None or not (out_dir / rundir.RECIPE).is_file():
@@ -185,8 +199,13 @@ def resume_checkpoint(out_dir: Path | None, recipe: Any) -> dict[str, Any] | Non
         raise EclsrError(msg)
     import yaml
 
+    from eclsr.recipe.load import validate_recipe
+
     saved = yaml.safe_load((out_dir / rundir.RECIPE).read_text())
-    if saved != recipe.model_dump(mode="json"):
+    with warnings.catch_warnings():  # a run started by an older eclsr: compare it migrated
+        warnings.simplefilter("ignore", RecipeMigrationWarning)
+        same = _resolved(saved, validate_recipe) == recipe.model_dump(mode="json")
+    if not same:
         msg = f"--resume: {out_dir} was started with a different recipe. Resume it with the same recipe and --set overrides (its resolved recipe is {out_dir / rundir.RECIPE})."
         raise EclsrError(msg)
     checkpoint = load_latest_checkpoint(out_dir)

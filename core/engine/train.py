@@ -85,7 +85,7 @@ def evaluate_split(
         model,
         data,
         windows,
-        recipe.train.eval_batch_size,
+        recipe.eval.batch_size,
         recipe.eval.exclude_seen,
         recipe.eval.chunk_elements,
         recipe.eval.ties,

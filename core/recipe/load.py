@@ -6,6 +6,7 @@ import copy
 import difflib
 import re
 import tomllib
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from eclsr.errors import RecipeError
+from eclsr.errors import RecipeError, RecipeMigrationWarning
+from eclsr.recipe.migrate import migrate
 from eclsr.recipe.schema import recipe_model
 from eclsr.registry.manager import Registries, collect_registries, load_plugin_file
 
@@ -137,8 +139,11 @@ def validate_recipe(
         if isinstance(plugin, str):
             load_plugin_file(Path(base_dir or ".") / plugin)
     regs = collect_registries()
+    data, notes = migrate(data)
+    for note in notes:
+        warnings.warn(f"{source}: {note}", RecipeMigrationWarning, stacklevel=2)
     try:
-        return recipe_model(regs).model_validate(dict(data))
+        return recipe_model(regs).model_validate(data)
     except ValidationError as exc:
         problems = [format_error(err, data, regs) for err in exc.errors()]
         count = len(problems)

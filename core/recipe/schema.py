@@ -19,12 +19,20 @@ def build_recipe_model(regs: Registries) -> type[BaseModel]:
     """The pydantic model of a whole recipe with every installed plugin."""
     encoder_union = tagged_union(list(regs.encoders))
     head_union = tagged_union(list(regs.heads))
+    data_section = create_model(
+        "DataSection",
+        __base__=DataConfig,
+        reader=(
+            tagged_union(list(regs.readers)) | None,
+            Field(None, description=DataConfig.model_fields["reader"].description),
+        ),
+    )
     return create_model(
         "Recipe",
         __base__=RecipeBase,
         data=(
-            DataConfig,
-            Field(default_factory=DataConfig, description="Dataset and sequence length."),
+            data_section,
+            Field(default_factory=data_section, description="Dataset and sequence length."),
         ),
         encoder=(encoder_union, Field(description="The user-behaviour encoder (UBE).")),
         heads=(

@@ -98,7 +98,6 @@ class TrainConfig(_Section):
         "none", description="bf16 autocast (GPU; measured on CPU)."
     )
     compile: bool = Field(False, description="Wrap the encoder in torch.compile.")
-    eval_batch_size: int = Field(256, ge=1, description="Users per evaluation batch.")
     tune_allocator: bool = Field(
         True,
         description="Stop glibc returning big blocks to the kernel every step (faster, ~10% more RSS).",
@@ -106,9 +105,6 @@ class TrainConfig(_Section):
     tensorboard: bool = Field(
         False,
         description="Also log every loss term and validation metric to TensorBoard (run_dir/tb).",
-    )
-    log_every: int = Field(
-        0, ge=0, description="Also log the loss every N steps (0 = per epoch only)."
     )
 
 
@@ -128,6 +124,7 @@ class EvalConfig(_Section):
         description="strict: rank = 1 + #items scoring strictly higher; pessimistic: items tying "
         "with the target count as higher too.",
     )
+    batch_size: int = Field(256, ge=1, description="Users per evaluation batch.")
     chunk_elements: int = Field(
         1 << 24, ge=1024, description="Most [users × items] scores held at once."
     )

@@ -229,22 +229,12 @@ class TransformerEncoder(Encoder):
             raise EclsrError(divisibility_message(hidden, config.heads))
         self.hidden_size = hidden
         self.max_len = ctx.max_len
-        # The item table belongs to the model and is shared by every module. It is held in a
-        # tuple so nn.Module does not register it as our submodule: the table then appears once
-        # in the model's state_dict, our parameters() are only our own weights (so freezing or
-        # re-initialising this encoder, e.g. a frozen generator, never touches the shared
-        # table), and apply(_init_weights) below leaves its initialisation to the model.
-        self._shared: tuple[nn.Embedding] = (ctx.item_embedding,)
+        self.share_item_table(ctx.item_embedding)  # not a submodule: apply() below skips it
         self.position_embedding = nn.Embedding(ctx.max_len, hidden)
         self.norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.dropout = FastDropout(config.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(hidden, config) for _ in range(config.layers))
         self.apply(init_weights)
-
-    @property
-    def item_embedding(self) -> nn.Embedding:
-        """The shared item table ``[N+2, D]`` (not a submodule of this encoder)."""
-        return self._shared[0]
 
     def forward(self, items: Tensor, lengths: Tensor, input_offset: Tensor | None = None) -> Tensor:
         """Encode right-padded ``items`` ``[B, T]`` (T <= max_len) → ``[B, T, D]``."""

@@ -37,25 +37,18 @@ class GRU4Rec(Encoder):
     """Embedding dropout, an ``nn.GRU`` and a Linear from the GRU state back to D."""
 
     def __init__(self, config: GRU4RecConfig, ctx: BuildContext) -> None:
-        """Build the GRU; the item table is shared, see :attr:`item_embedding`."""
+        """Build the GRU around the shared item table."""
         super().__init__()
         hidden = config.hidden_size(ctx.hidden_size)
         state = config.gru_size or hidden
         self.hidden_size = hidden
-        # Shared table held in a tuple, not as a submodule: it lives once in the model's
-        # state_dict and our parameters() are only the GRU's own (see _transformer.py).
-        self._shared: tuple[nn.Embedding] = (ctx.item_embedding,)
+        self.share_item_table(ctx.item_embedding)
         self.dropout = nn.Dropout(config.dropout)
         self.gru = nn.GRU(hidden, state, num_layers=config.layers, bias=False, batch_first=True)
         self.proj = nn.Linear(state, hidden)
         for name, weight in self.gru.named_parameters():  # RecBole: Xavier-uniform GRU weights
             if name.startswith("weight_"):
                 nn.init.xavier_uniform_(weight)
-
-    @property
-    def item_embedding(self) -> nn.Embedding:
-        """The shared item table ``[N+2, D]`` (not a submodule of this encoder)."""
-        return self._shared[0]
 
     def forward(self, items: Tensor, lengths: Tensor, input_offset: Tensor | None = None) -> Tensor:
         """Encode right-padded ``items`` ``[B, T]`` → ``[B, T, D]``."""
