@@ -48,8 +48,9 @@ from eclsr.components.runtime import (
     InvasiveAugmentation,
     MildAugmentation,
 )
-from eclsr.components.step import Batch, Step
-from eclsr.errors import RegistryError
+from eclsr.components.step import Batch, MirroredRanks, Step
+from eclsr.engine.model import scalar_loss, total_loss
+from eclsr.errors import EclsrError, RegistryError
 from eclsr.ops.positions import real_mask
 from eclsr.registry.table import component_name
 
@@ -134,8 +135,14 @@ def tiny_batch(
     return Batch(items, targets, length, torch.arange(len(lengths)))
 
 
-def tiny_step(ctx: BuildContext, encoder: Encoder, batch: Batch, seed: int = SEED) -> Step:
-    """A fresh step (empty memo) whose generator is seeded with ``seed``."""
+def tiny_step(
+    ctx: BuildContext, encoder: Encoder, batch: Batch, seed: int = SEED, world_size: int = 1
+) -> Step:
+    """A fresh step (empty memo) whose generator is seeded with ``seed``.
+
+    With ``world_size > 1`` the step takes the distributed code path (``global_mean``,
+    ``gather_rows``) as rank 0 of ``world_size`` identical ranks, in this one process.
+    """
     return Step(
         batch=batch,
         encoder=encoder,
@@ -143,6 +150,8 @@ def tiny_step(ctx: BuildContext, encoder: Encoder, batch: Batch, seed: int = SEE
         num_items=ctx.num_items,
         generator=torch.Generator().manual_seed(seed),
         services=ctx.services,
+        world_size=world_size,
+        collectives=MirroredRanks(world_size),
     )
 
 
@@ -218,6 +227,7 @@ def check_encoder(config: ConfigLike) -> None:
         ctx = tiny_context(hidden=config.hidden_size(HIDDEN))  # the UBE sizes the item table
         encoder = config.build(ctx)
         expect(isinstance(encoder, Encoder), f"{who}: build() must return an eclsr.Encoder")
+        _check_table_not_owned(who, encoder, ctx)
         batch = tiny_batch()
         hidden = _twice(who, lambda: encoder(batch.items, batch.lengths))
         _check_states(who, hidden, batch, encoder.hidden_size)
@@ -245,6 +255,29 @@ def _check_states(who: str, hidden: Tensor, batch: Batch, size: int) -> None:
     )
 
 
+def _check_table_not_owned(who: str, encoder: Encoder, ctx: BuildContext) -> None:
+    """The shared item table must not be the encoder's own parameter (it would be saved twice)."""
+    table = ctx.item_embedding.weight
+    expect(
+        all(p is not table for p in encoder.parameters()),
+        f"{who}: the shared item table is registered as the encoder's submodule (it would be "
+        "saved twice and frozen with the encoder); hold it with "
+        "self.share_item_table(ctx.item_embedding)",
+    )
+
+
+def _check_input_offset_used(who: str, encoder: Encoder, batch: Batch, base: Tensor) -> None:
+    """A non-zero ``input_offset`` must change real states (RID's ``add`` conditioning)."""
+    # random, not constant: a LayerNorm right after the embeddings cancels a constant shift
+    shift = torch.randn(base.shape, generator=torch.Generator().manual_seed(SEED))
+    moved = encoder(batch.items, batch.lengths, input_offset=shift)
+    expect(
+        not torch.allclose(base[batch.mask], moved[batch.mask]),
+        f"{who}: input_offset is ignored (a non-zero offset left every real state unchanged); "
+        "add it to the item embeddings, or the rid head's add conditioning is silently off",
+    )
+
+
 def _check_padding_independent(who: str, encoder: Encoder) -> None:
     """Extra padding columns must not change the states of real positions (eval mode)."""
     batch = tiny_batch(lengths=(5, 1, 3))
@@ -257,6 +290,8 @@ def _check_padding_independent(who: str, encoder: Encoder) -> None:
             torch.allclose(base[mask], other[mask], atol=1e-5, rtol=1e-4),
             f"{who}: {what} changed the states of real positions",
         )
+    if any(p.requires_grad for p in encoder.parameters()):  # pop-like rankers take no offset
+        _check_input_offset_used(who, encoder, batch, base)
 
 
 def _check_encode_at(who: str, encoder: Encoder) -> None:
@@ -312,6 +347,23 @@ def check_mild_augmentation(config: ConfigLike, encoder: EncoderConfig | None = 
         _check_states(who, out, batch, ube.hidden_size)
         _check_item_gradient(who, _project(view(), batch.mask), ctx, batch)
         _check_view_at(who, aug, ctx, ube, batch)
+        _check_own_generator_only(who, view, (aug, ube, *ctx.services.values()))
+
+
+def _check_own_generator_only(who: str, compute: Callable[[], T], modules: tuple) -> None:
+    """In eval mode the output may depend on ``step.generator`` only, not torch's global RNG."""
+    for module in modules:
+        module.eval()
+    torch.manual_seed(SEED)
+    reference = compute()
+    torch.manual_seed(SEED + 1)
+    expect(
+        _same(compute(), reference),
+        f"{who}: in eval mode the output changed with torch's global seed; draw every "
+        "random number from step.generator",
+    )
+    for module in modules:
+        module.train()
 
 
 def _check_view_at(
@@ -345,22 +397,39 @@ def check_invasive_augmentation(config: ConfigLike, encoder: EncoderConfig | Non
         def run() -> AugmentedBatch:
             return aug(tiny_step(ctx, ube, batch), batch.items, batch.lengths)
 
-        out = _twice(who, run)
+        run()  # first: an in-place edit would otherwise look like non-determinism below
         expect(
             torch.equal(batch.items, items) and torch.equal(batch.lengths, lengths),
             f"{who}: the input items/lengths were modified in place; return new tensors",
         )
+        out = _twice(who, run)
         _check_augmented(who, out, ctx)
-        for module in (aug, ube, *ctx.services.values()):
-            module.eval()
-        torch.manual_seed(SEED)  # eval mode: the output may depend on step.generator only
-        reference = run()
-        torch.manual_seed(SEED + 1)
+        _check_own_generator_only(who, run, (aug, ube, *ctx.services.values()))
+        _check_labels(who, type(config), out, batch)
+
+
+def _check_labels(who: str, cls: type, out: AugmentedBatch, batch: Batch) -> None:
+    """``replaced`` agrees with the class's ``positional_labels`` and with what changed."""
+    if not cls.positional_labels:
         expect(
-            _same(run(), reference),
-            f"{who}: in eval mode the output changed with torch's global seed; draw every "
-            "random number from step.generator",
+            out.replaced is None,
+            f"{who}: returns 'replaced' labels but declares positional_labels = False; set "
+            "positional_labels = True on the config if positions stay aligned",
         )
+        return
+    aligned = out.items.shape == batch.items.shape and torch.equal(out.lengths, batch.lengths)
+    expect(
+        aligned and out.replaced is not None,
+        f"{who}: declares positional_labels = True, so it must keep every length and width and "
+        "return 'replaced' labels",
+    )
+    assert out.replaced is not None
+    changed = (out.items != batch.items) & batch.mask
+    expect(
+        torch.equal(out.replaced, changed),
+        f"{who}: wrong 'replaced' labels: they must be True exactly where the item differs from "
+        f"the original ({int(changed.sum())} positions changed, {int(out.replaced.sum())} labelled)",
+    )
 
 
 def _check_augmented(who: str, out: AugmentedBatch, ctx: BuildContext) -> None:
@@ -411,6 +480,26 @@ def check_head(config: ConfigLike, encoder: EncoderConfig | None = None) -> None
         loss = _twice(who, run)
         loss.backward()
         _check_item_gradient(who, None, ctx, batch)
+        _check_distributed_path(who, head, ctx, ube, batch)
+
+
+def _check_distributed_path(
+    who: str, head: Head, ctx: BuildContext, ube: Encoder, batch: Batch
+) -> None:
+    """The head under ``--nproc 2`` (simulated): its losses still add up with the built-ins'.
+
+    A built-in head's loss under DDP has shape ``[1]`` (a distributed mean); the engine's total
+    must accept any head's scalar beside it.
+    """
+    result = head(tiny_step(ctx, ube, batch, world_size=2))
+    named = result if isinstance(result, dict) else {"loss": result}
+    try:
+        losses = {key: (1.0, scalar_loss(key, value)) for key, value in named.items()}
+        losses["built-in"] = (1.0, scalar_loss("built-in", torch.zeros(1)))  # a [1] DDP mean
+        total = total_loss(losses)
+    except EclsrError as exc:
+        raise AssertionError(f"{who}: under --nproc 2: {exc}") from None
+    expect(bool(torch.isfinite(total)), f"{who}: under --nproc 2 the loss is not finite ({total})")
 
 
 def _total_loss(who: str, result: Tensor | dict[str, Tensor]) -> Tensor:

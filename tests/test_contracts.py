@@ -145,11 +145,12 @@ class InPlace(eclsr.InvasiveAugmentation):
         return eclsr.AugmentedBatch(items, lengths, None)
 
 
-def _invasive(module_cls):
+def _invasive(module_cls, positional: bool = False):
     class Config(eclsr.InvasiveAugmentationConfig):
         """Broken on purpose."""
 
         name: Literal["broken"] = "broken"
+        positional_labels: ClassVar[bool] = positional
 
         def build(self, ctx):
             return module_cls()
@@ -157,19 +158,31 @@ def _invasive(module_cls):
     return Config
 
 
+class WrongLabels(eclsr.InvasiveAugmentation):
+    """Moves items but labels nothing as replaced."""
+
+    def forward(self, step, items, lengths):
+        real = eclsr.real_mask(lengths, items.size(1))
+        moved = torch.where(real, items.roll(1, dims=1).clamp(min=1), 0)
+        return eclsr.AugmentedBatch(moved, lengths, torch.zeros_like(real))
+
+
 @pytest.mark.parametrize(
-    ("module_cls", "message"),
+    ("module_cls", "message", "positional"),
     [
-        (DirtyPadding, "padding positions must stay 0"),
-        (GlobalRandom, "global seed"),
-        (LabelsAtPadding, "replaced must be False at padding"),
-        (TooLong, r"outside \[1, max_len"),
-        (InPlace, "modified in place"),
+        (DirtyPadding, "padding positions must stay 0", False),
+        (GlobalRandom, "global seed", True),
+        (LabelsAtPadding, "replaced must be False at padding", True),
+        (TooLong, r"outside \[1, max_len", False),
+        (InPlace, "modified in place", False),
+        (WrongLabels, "wrong 'replaced' labels", True),
+        (WrongLabels, "declares positional_labels = False", False),
+        (Identity, "declares positional_labels = True, so it must", True),
     ],
 )
-def test_broken_invasive_augmentation_fails(module_cls, message):
+def test_broken_invasive_augmentation_fails(module_cls, message, positional):
     with pytest.raises(AssertionError, match=message):
-        testing.check_invasive_augmentation(_invasive(module_cls))
+        testing.check_invasive_augmentation(_invasive(module_cls, positional))
 
 
 def test_identity_invasive_augmentation_passes():
@@ -221,7 +234,8 @@ class DetachedEncoder(eclsr.Encoder):
         self.proj = nn.Linear(ctx.hidden_size, ctx.hidden_size)
 
     def forward(self, items, lengths, input_offset=None):
-        return self.proj(self.table[0](items).detach())
+        x = self.table[0](items).detach()
+        return self.proj(x if input_offset is None else x + input_offset)
 
 
 class LeakyEncoder(DetachedEncoder):
@@ -229,6 +243,7 @@ class LeakyEncoder(DetachedEncoder):
 
     def forward(self, items, lengths, input_offset=None):
         x = self.table[0](items)
+        x = x if input_offset is None else x + input_offset
         return self.proj(x + x.mean(dim=1, keepdim=True))
 
 
@@ -312,3 +327,89 @@ def test_component_exceptions_become_assertions():
 
     with pytest.raises(AssertionError, match=r"augmentation 'crashing'.*raised RuntimeError: boom"):
         testing.check_mild_augmentation(CrashingConfig)
+
+
+# --------------------------------------------------------------------------- broken encoders / views
+
+
+class IgnoresOffset(testing.TinyCausalEncoder):
+    def forward(self, items, lengths, input_offset=None):
+        return super().forward(items, lengths, None)
+
+
+class OwnsTheTable(testing.TinyCausalEncoder):
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.table = ctx.item_embedding  # a submodule: saved twice, frozen with the encoder
+
+
+@pytest.mark.parametrize(
+    ("module_cls", "message"),
+    [
+        (IgnoresOffset, "input_offset is ignored"),
+        (OwnsTheTable, "registered as the encoder's submodule"),
+    ],
+)
+def test_encoder_mistakes_are_caught(module_cls, message):
+    testing.check_encoder(_encoder(testing.TinyCausalEncoder))  # the unbroken one passes
+    with pytest.raises(AssertionError, match=message):
+        testing.check_encoder(_encoder(module_cls))
+
+
+class GlobalNoiseView(eclsr.MildAugmentation):
+    def forward(self, step, hidden):
+        return hidden + 0.1 * torch.randn(hidden.shape)  # global RNG: forbidden
+
+
+class GlobalNoiseConfig(eclsr.MildAugmentationConfig):
+    """Broken on purpose."""
+
+    name: Literal["global_noise"] = "global_noise"
+
+    def build(self, ctx):
+        return GlobalNoiseView()
+
+
+def test_a_view_drawing_from_the_global_rng_fails():
+    with pytest.raises(AssertionError, match="global seed"):
+        testing.check_mild_augmentation(GlobalNoiseConfig)
+
+
+class ScalarHead(eclsr.Head):
+    """Returns an unweighted 0-d loss, exactly as the guide shows."""
+
+    def forward(self, step):
+        return step.hidden[step.batch.mask].pow(2).mean()
+
+
+class ScalarHeadConfig(eclsr.HeadConfig):
+    """A head written from the docs alone."""
+
+    name: Literal["scalar_head"] = "scalar_head"
+
+    def build(self, ctx):
+        return ScalarHead()
+
+
+def test_a_docs_style_head_adds_up_with_built_ins_under_two_processes(registries):
+    from eclsr.components.step import MirroredRanks
+    from eclsr.engine.model import Model, total_loss
+
+    testing.check_head(ScalarHeadConfig)  # includes the simulated --nproc 2 path
+    recipe = eclsr.validate_recipe(
+        {
+            "data": {"dataset": "synthetic", "max_len": 8},
+            "encoder": {"name": "sasrec", "hidden": 16, "layers": 1, "heads": 1},
+            "heads": [{"name": "next_item"}],
+        }
+    )
+    model = Model(recipe, testing.NUM_ITEMS, torch.ones(testing.NUM_ITEMS + 1))
+    model.heads.append(ScalarHead())
+    model.head_configs.append(ScalarHeadConfig())
+    model.head_names.append("scalar_head")
+    batch = testing.tiny_batch()
+    step = eclsr.Step(batch, model.encoder, model.item_embedding, testing.NUM_ITEMS,
+                      torch.Generator(), world_size=2, collectives=MirroredRanks(2))  # fmt: skip
+    losses = model.losses(step)
+    assert set(losses) == {"next_item", "scalar_head"}
+    assert total_loss(losses).dim() == 0

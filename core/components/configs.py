@@ -139,6 +139,11 @@ class InvasiveAugmentationConfig(AugmentationConfig):
     """Sequence-level augmentation: ``build`` returns an :class:`InvasiveAugmentation`."""
 
     intensity: ClassVar[Intensity] = "invasive"
+    #: True when positions stay aligned (same lengths) and ``AugmentedBatch.replaced`` labels
+    #: each position whose item changed; False when the change is not positional (crop, insert,
+    #: delete: ``replaced`` is None). Heads that discriminate positions (``rid``) need True, and
+    #: ``eclsr validate`` rejects a recipe that pairs them with an augmentation that says False.
+    positional_labels: ClassVar[bool] = False
 
     def build(self, ctx: BuildContext) -> InvasiveAugmentation:  # noqa: D102
         return super().build(ctx)

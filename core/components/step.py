@@ -17,6 +17,47 @@ from eclsr.ops.positions import real_mask
 T = TypeVar("T")
 
 
+class Collectives:
+    """The two collective operations heads use, over torch.distributed's default group."""
+
+    def all_reduce_sum(self, tensor: Tensor) -> Tensor:
+        """The sum of ``tensor`` over every process (in place; returned for convenience)."""
+        dist.all_reduce(tensor)
+        return tensor
+
+    def all_gather(self, tensor: Tensor, world_size: int) -> list[Tensor]:
+        """Every process's ``tensor`` (same shape everywhere), rank order; gradients flow back."""
+        return list(dist_nn.all_gather(tensor))
+
+    def all_gather_sizes(self, size: Tensor, world_size: int) -> list[Tensor]:
+        """Every process's ``size`` tensor (no gradient), rank order."""
+        sizes = [torch.zeros_like(size) for _ in range(world_size)]
+        dist.all_gather(sizes, size)
+        return sizes
+
+
+class MirroredRanks(Collectives):
+    """Collectives of ``world_size`` ranks that all hold this process's tensors (one process).
+
+    Runs a head's distributed code path (``global_mean``, ``gather_rows``) without a process
+    group: ``eclsr.testing.check_head`` uses it, so a head that breaks under ``--nproc 2`` is
+    caught by a plain unit test.
+    """
+
+    def __init__(self, world_size: int = 2) -> None:
+        """Pretend to be one of ``world_size`` identical ranks."""
+        self.world_size = world_size
+
+    def all_reduce_sum(self, tensor: Tensor) -> Tensor:  # noqa: D102
+        return tensor.mul_(self.world_size)
+
+    def all_gather(self, tensor: Tensor, world_size: int) -> list[Tensor]:  # noqa: D102
+        return [tensor] * world_size
+
+    def all_gather_sizes(self, size: Tensor, world_size: int) -> list[Tensor]:  # noqa: D102
+        return [size.clone() for _ in range(world_size)]
+
+
 @dataclass
 class Batch:
     """A batch of training sequences, right-padded and trimmed to its longest row.
@@ -80,6 +121,7 @@ class Step:
     services: dict[str, nn.Module] = field(default_factory=dict)
     rank: int = 0
     world_size: int = 1
+    collectives: Collectives = field(default_factory=Collectives, repr=False)
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def global_mean(self, local_mean: Tensor, count: int) -> Tensor:
@@ -91,9 +133,10 @@ class Step:
         """
         if self.world_size == 1:
             return local_mean
-        total = torch.tensor([float(count)], device=local_mean.device)
-        dist.all_reduce(total)
-        return local_mean * (count * self.world_size / total.clamp(min=1.0))
+        total = self.collectives.all_reduce_sum(
+            torch.tensor(float(count), device=local_mean.device)
+        )
+        return local_mean * (count * self.world_size / total.clamp(min=1.0))  # shape kept
 
     def gather_rows(self, rows: Tensor) -> tuple[Tensor, int]:
         """Concatenate every process's ``rows [B_r, D]`` in rank order, keeping gradients.
@@ -103,13 +146,11 @@ class Step:
         """
         if self.world_size == 1:
             return rows, 0
-        sizes_t = torch.tensor([rows.size(0)], device=rows.device)
-        sizes_list = [torch.zeros_like(sizes_t) for _ in range(self.world_size)]
-        dist.all_gather(sizes_list, sizes_t)
-        sizes = [int(s) for s in sizes_list]
+        size = torch.tensor([rows.size(0)], device=rows.device)
+        sizes = [int(s) for s in self.collectives.all_gather_sizes(size, self.world_size)]
         padded = rows.new_zeros((max(sizes), *rows.shape[1:]))
         padded[: rows.size(0)] = rows
-        gathered = dist_nn.all_gather(padded)  # autograd-aware: gradients flow back to owners
+        gathered = self.collectives.all_gather(padded, self.world_size)  # gradients flow back
         parts = [g[:n] for g, n in zip(gathered, sizes, strict=True)]
         return torch.cat(parts), sum(sizes[: self.rank])
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from eclsr.components.configs import BuildContext, HeadConfig
 from eclsr.components.runtime import Encoder
 from eclsr.components.step import Step
+from eclsr.errors import EclsrError
 
 INIT_STD = 0.02
 
@@ -72,13 +73,27 @@ class Model(nn.Module):
             if config.weight == 0 or config.name in dropped or step.is_frozen(config.name):
                 continue
             result = head(step)
-            if isinstance(result, dict):
-                out.update(
-                    {f"{name}.{key}": (config.weight, value) for key, value in result.items()}
-                )
-            else:
-                out[name] = (config.weight, result)
+            named = (
+                {f"{name}.{key}": value for key, value in result.items()}
+                if isinstance(result, dict)
+                else {name: result}
+            )
+            out.update(
+                {key: (config.weight, scalar_loss(key, value)) for key, value in named.items()}
+            )
         return out
+
+
+def scalar_loss(name: str, value: Tensor) -> Tensor:
+    """``value`` as a 0-d tensor: heads may return ``[]`` or ``[1]`` (a distributed mean)."""
+    if not isinstance(value, Tensor) or value.numel() != 1:
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        msg = (
+            f"head loss {name!r} must be one number (a scalar tensor), got {shape}: reduce it "
+            "(e.g. .mean()) in the head's forward, or return a dict of named scalars."
+        )
+        raise EclsrError(msg)
+    return value.reshape(())
 
 
 def unique_names(names: list[str]) -> list[str]:

@@ -6,7 +6,7 @@ With ``aug_prediction`` over ``[identity, g]`` the head learns to tell whether `
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -25,6 +25,7 @@ from eclsr.api import (
 class IdentityConfig(InvasiveAugmentationConfig):
     """Leave the sequence as it is (every position labelled "original")."""
 
+    positional_labels: ClassVar[bool] = True  # positions stay aligned; replaced is set
     name: Literal["identity"] = "identity"
 
     def build(self, ctx: BuildContext) -> Identity:

@@ -32,6 +32,7 @@ from eclsr.api import (
 class MaskedSubstitutionConfig(InvasiveAugmentationConfig):
     """Replace masked positions by the generator's argmax prediction."""
 
+    positional_labels: ClassVar[bool] = True  # positions stay aligned; replaced is set
     name: Literal["masked_substitution"] = "masked_substitution"
     requires_services: ClassVar[tuple[str, ...]] = ("generator",)
     mask_ratio: float = Field(

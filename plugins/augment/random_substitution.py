@@ -7,7 +7,7 @@ non-interacted items). "Non-interacted" is judged against the row itself (its re
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -29,6 +29,7 @@ CEIL_SLACK = 1e-9  # so ceil(0.2 * 10) is 2, not 3, despite float rounding
 class RandomSubstitutionConfig(InvasiveAugmentationConfig):
     """Replace ``ceil(ratio·n)`` random positions of each row with items not in that row."""
 
+    positional_labels: ClassVar[bool] = True  # positions stay aligned; replaced is set
     name: Literal["random_substitution"] = "random_substitution"
     ratio: float = Field(
         0.2,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from eclsr.api import (
@@ -30,6 +30,7 @@ from eclsr.api import (
     EclsrError,
     Head,
     HeadConfig,
+    InvasiveAugmentationConfig,
     Step,
     StepShape,
     hookimpl,
@@ -54,6 +55,21 @@ class RIDConfig(HeadConfig):
         description='"add" (code): UBE input E[v\'\'] + h, then Linear D→1. "concat" (paper): '
         "MLP over [UBE(S''), h], 2D → D → 1.",
     )
+
+    @field_validator("augmentation")
+    @classmethod
+    def _labels_positions(
+        cls, augmentation: InvasiveAugmentationConfig
+    ) -> InvasiveAugmentationConfig:
+        if not type(augmentation).positional_labels:
+            msg = (
+                f"rid needs an augmentation that keeps positions aligned and labels the replaced "
+                f"ones; {augmentation.name!r} does not (positional_labels = False). Use a "
+                "substitution (masked_substitution, random_substitution) here, or the "
+                "aug_prediction head for this augmentation"
+            )
+            raise ValueError(msg)
+        return augmentation
 
     def build(self, ctx: BuildContext) -> RIDHead:
         """Build the head, its augmentation and its output layer(s)."""

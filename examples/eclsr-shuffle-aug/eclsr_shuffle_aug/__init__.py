@@ -14,7 +14,7 @@ through its ``[project.entry-points.eclsr]`` entry, exactly like a built-in.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -35,6 +35,7 @@ __version__ = "0.1.0"
 class ShuffleConfig(InvasiveAugmentationConfig):
     """Shuffle all real items of each sequence (CL4SRec reorder with α = 1)."""
 
+    positional_labels: ClassVar[bool] = True  # positions stay aligned; replaced is set
     name: Literal["shuffle"] = "shuffle"
 
     def build(self, ctx: BuildContext) -> Shuffle:
