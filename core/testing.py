@@ -310,6 +310,15 @@ def _check_encode_at(who: str, encoder: Encoder) -> None:
         torch.allclose(got, expected, atol=1e-5, rtol=1e-4),
         f"{who}: encode_at differs from the full pass at the same positions",
     )
+    offset = torch.randn(
+        (*batch.items.shape, full.size(-1)), generator=torch.Generator().manual_seed(SEED)
+    )
+    shifted = encoder(batch.items, batch.lengths, input_offset=offset)
+    got = encoder.encode_at(batch.items, batch.lengths, positions, input_offset=offset)
+    expect(
+        torch.allclose(got, shifted[torch.arange(3).unsqueeze(1), positions], atol=1e-5, rtol=1e-4),
+        f"{who}: encode_at(..., input_offset) differs from the full pass with that offset",
+    )
 
 
 def _check_rank_vectors(who: str, encoder: Encoder, ctx: BuildContext, batch: Batch) -> None:

@@ -10,6 +10,8 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+import eclsr
+import eclsr.engine.model
 from eclsr import BuildContext, EclsrError, Encoder, EncoderConfig
 from eclsr.plugins.encoders.bert4rec import BERT4RecConfig, append_mask
 from eclsr.plugins.encoders.gru4rec import GRU4RecConfig
@@ -216,7 +218,7 @@ def test_block_matches_written_out_transformer(name):
 
 
 def test_transformer_init():
-    enc = build("sasrec", hidden=64, inner_size=256)
+    enc = build("sasrec", make_ctx(hidden=64), hidden=64, inner_size=256)
     enc.item_embedding.weight.data.fill_(3.0)  # untouched by the encoder: owned by the model
     weight = enc.blocks[0].ffn[0].weight
     assert abs(weight.std().item() - 0.02) < 0.003
@@ -424,3 +426,18 @@ def test_last_k_positions_covers_the_last_real_items():
     assert valid.tolist() == [[True] * 3, [True, True, False], [False] * 3]
     positions, valid = last_k_positions(torch.tensor([2]), k=10, width=2)
     assert positions.tolist() == [[0, 1]] and valid.all()
+
+
+def test_an_encoder_whose_hidden_size_differs_from_the_item_table_is_refused_at_validate(tmp_path):
+    from eclsr.cli.main import main
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        'data = { dataset = "synthetic", max_len = 8 }\n'
+        'encoder = { name = "sasrec", hidden = 64 }\n'
+        '[[heads]]\nname = "next_item"\n'
+        '[[heads]]\nname = "generator"\nencoder = { name = "bert4rec", hidden = 32 }\n'
+    )
+    assert main(["validate", str(recipe)]) == 2
+    with pytest.raises(eclsr.RecipeError, match=r"heads\[1\] \(generator\): hidden size 32"):
+        eclsr.engine.model.check_build(eclsr.load_recipe(recipe))

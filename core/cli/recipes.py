@@ -68,8 +68,14 @@ def _recipe(args: argparse.Namespace):  # noqa: ANN202
 
 def cmd_validate(args: argparse.Namespace, out: Console) -> int:
     """``eclsr validate RECIPE``."""
+    from eclsr.engine.model import check_build
+
     recipe = _recipe(args)
-    out.print(f"{args.recipe}: valid ({len(recipe.heads)} heads, encoder {recipe.encoder.name!r})")
+    check_build(recipe)  # build-time checks too, located, before any data is read
+    heads = len(recipe.heads)
+    out.print(
+        f"{args.recipe}: valid ({heads} head{'s' if heads != 1 else ''}, encoder {recipe.encoder.name!r})"
+    )
     return 0
 
 
@@ -83,12 +89,12 @@ def cmd_plugins(args: argparse.Namespace, out: Console) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     table = Table(title="eclsr components")
-    for column in ("kind", "name", "plugin", "distribution"):
+    for column in ("kind", "name", "plugin", "entry point", "distribution"):
         table.add_column(column)
     for row in rows:
         kind = f"{row['kind']} ({row['intensity']})" if row["intensity"] else row["kind"]
         dist = f"{row['distribution']} {row['version']}" if row["distribution"] else "-"
-        table.add_row(kind, row["name"], row["plugin"], dist)
+        table.add_row(kind, row["name"], row["plugin"], row["entry_point"] or "-", dist)
     out.print(table)
     return 0
 
@@ -132,17 +138,15 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
 
 def cmd_resume(args: argparse.Namespace, out: Console) -> int:
     """``eclsr resume RUN_DIR``: continue with the run's own resolved recipe."""
-    import yaml
-
     from eclsr.engine.distributed import leave_distributed, maybe_init_distributed
     from eclsr.engine.train import run
-    from eclsr.recipe.load import validate_recipe
+    from eclsr.results.inference import load_run_recipe
 
-    load_plugin_files(args)
     recipe_file = args.run_dir / "recipe.yaml"
     if not recipe_file.is_file():
         raise EclsrError(f"{args.run_dir} is not an eclsr run directory (no recipe.yaml).")
-    recipe = validate_recipe(yaml.safe_load(recipe_file.read_text()), source=str(recipe_file))
+    # Says which package a component came from when it is missing now (from plugins.json).
+    recipe = load_run_recipe(args.run_dir, args.plugin_files)
     rank = maybe_init_distributed()
     progress = not args.no_progress and sys.stderr.isatty()
     result = run(recipe, args.run_dir, resume=True, progress=progress)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
+from eclsr.errors import EclsrError
 from eclsr.ops.positions import gather_positions
 
 if TYPE_CHECKING:
@@ -35,6 +36,14 @@ class Encoder(nn.Module):
         ``self.apply(init_fn)`` leaves the table's initialisation to the model.
         """
         self._item_table = (table,)  # a tuple: nn.Module registers no submodule for it
+        size = getattr(self, "hidden_size", table.embedding_dim)
+        if size != table.embedding_dim:
+            msg = (
+                f"hidden size {size} does not match the shared item table's {table.embedding_dim}: "
+                "every encoder shares the UBE's item table, so leave `hidden` unset (it then "
+                f"takes the UBE's size) or set it to {table.embedding_dim}."
+            )
+            raise EclsrError(msg)
 
     @property
     def item_embedding(self) -> nn.Embedding:
@@ -59,7 +68,13 @@ class Encoder(nn.Module):
         """
         raise NotImplementedError
 
-    def encode_at(self, items: Tensor, lengths: Tensor, positions: Tensor) -> Tensor:
+    def encode_at(
+        self,
+        items: Tensor,
+        lengths: Tensor,
+        positions: Tensor,
+        input_offset: Tensor | None = None,
+    ) -> Tensor:
         """The hidden states at some positions only: ``[B, K, D]``, row b at ``positions[b]``.
 
         Must equal ``gather_positions(self(items, lengths), positions)`` up to dropout draws.
@@ -71,8 +86,10 @@ class Encoder(nn.Module):
             items: ``[B, T]`` item ids, right-padded with 0.
             lengths: ``[B]`` number of real items per row.
             positions: ``[B, K]`` indices into ``T`` (any valid index where a slot is unused).
+            input_offset: optional ``[B, T, D]``, as in :meth:`forward` (a view that re-encodes
+                the batch with an offset, e.g. conditioned on other states, passes it here).
         """
-        return gather_positions(self(items, lengths), positions)
+        return gather_positions(self(items, lengths, input_offset), positions)
 
     def user_vectors(self, items: Tensor, lengths: Tensor) -> Tensor:
         """``[B, D]`` representation used for ranking: the hidden state at the last real item."""

@@ -44,3 +44,18 @@ def sum_over_ranks(local: np.ndarray) -> np.ndarray:
     tensor = torch.from_numpy(np.ascontiguousarray(local, dtype=np.int64))
     dist.all_reduce(tensor)
     return tensor.numpy()
+
+
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Every rank's ``values`` averaged (same keys on every rank); unchanged when alone.
+
+    Each rank's epoch loss is its share of the global mean (``Step.global_mean``), so the mean
+    over ranks is the loss of the global batches: what the one printed epoch line shows.
+    """
+    rank, world_size = world()
+    if world_size == 1:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return {k: float(v) / world_size for k, v in zip(keys, tensor.tolist(), strict=True)}

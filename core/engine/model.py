@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from eclsr.components.configs import BuildContext, HeadConfig
 from eclsr.components.runtime import Encoder
 from eclsr.components.step import Step
-from eclsr.errors import EclsrError
+from eclsr.errors import EclsrError, RecipeError
 
 INIT_STD = 0.02
 
@@ -38,10 +38,12 @@ class Model(nn.Module):
             hidden_size=hidden,
             item_counts=item_counts,
         )
-        self.encoder: Encoder = recipe.encoder.build(ctx)
+        self.encoder: Encoder = build_at("encoder", recipe.encoder, ctx)
         ctx.encoder = self.encoder
         self.head_configs: list[HeadConfig] = list(recipe.heads)
-        self.heads = nn.ModuleList(config.build(ctx) for config in self.head_configs)
+        self.heads = nn.ModuleList(
+            build_at(f"heads[{i}]", config, ctx) for i, config in enumerate(self.head_configs)
+        )
         self.head_names = unique_names([config.name for config in self.head_configs])
         self.services: dict[str, nn.Module] = (
             ctx.services
@@ -94,6 +96,43 @@ def scalar_loss(name: str, value: Tensor) -> Tensor:
         )
         raise EclsrError(msg)
     return value.reshape(())
+
+
+def build_at(location: str, config: Any, ctx: BuildContext) -> Any:
+    """``config.build(ctx)``; a problem it raises is reported at the component's recipe location.
+
+    Components check what depends on the build context (sizes against the shared item table,
+    counts against N) in ``build`` and raise :class:`EclsrError` or ``ValueError``;
+    :func:`check_build` runs every build at ``eclsr validate`` time.
+    """
+    try:
+        return config.build(ctx)
+    except (EclsrError, ValueError) as exc:
+        problem = f"{location} ({config.name}): {exc}"
+        header = "1 problem when building the recipe's components"
+        raise RecipeError(f"{header}:\n  - {problem}", [problem]) from None
+
+
+#: A placeholder item count for :func:`check_build` (no data is read at validate time).
+PLACEHOLDER_ITEMS = 100_000
+
+
+def check_build(recipe: Any) -> None:
+    """Build every component of a validated recipe on a placeholder context, allocating nothing.
+
+    Runs on torch's ``meta`` device with N = :data:`PLACEHOLDER_ITEMS`, so ``eclsr validate``
+    reports a build-time problem (e.g. a hidden size that does not fit the shared item table)
+    with its recipe location before any data is read. Failures that only the meta device causes
+    (an op it cannot run) are left to the real build.
+    """
+    counts = torch.ones(PLACEHOLDER_ITEMS + 1, device="meta")
+    try:
+        with torch.device("meta"):
+            Model(recipe, PLACEHOLDER_ITEMS, counts)
+    except RecipeError:
+        raise
+    except Exception:  # noqa: BLE001, S110 — meta-device limits, not the recipe's problem
+        pass
 
 
 def unique_names(names: list[str]) -> list[str]:

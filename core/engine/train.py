@@ -35,7 +35,7 @@ from eclsr.engine.checkpoint import (
     resume_checkpoint,
     save_checkpoint,
 )
-from eclsr.engine.distributed import sum_over_ranks, world
+from eclsr.engine.distributed import mean_over_ranks, sum_over_ranks, world
 from eclsr.engine.evaluate import TIE_RULES, metrics_from_ranks, popularity_ranks, rank_all
 from eclsr.engine.model import Model
 from eclsr.engine.setup import RunSetup, set_up_run
@@ -98,7 +98,7 @@ def evaluate_split(
 
 def run(
     recipe: Any,
-    out_dir: Path | None = None,
+    out_dir: Path | str | None = None,
     *,
     dataset: SequenceDataset | None = None,
     overwrite: bool = False,
@@ -120,6 +120,7 @@ def run(
         command: the command line that started the run, recorded in ``results.json``.
     """
     console = console or Console(stderr=True, soft_wrap=True)
+    out_dir = Path(out_dir) if out_dir is not None else None
     train_cfg = recipe.train
     rank, world_size = world()
     writer = out_dir if rank == 0 else None
@@ -155,7 +156,7 @@ def run(
                 best_state = _next_stage(model, best_state, state, train_cfg, console)
                 setup.new_optimizer()
                 continue
-            record = train_one_epoch(setup, state, console, progress, stop)
+            record = train_one_epoch(setup, state, console, progress and rank == 0, stop)
             eval_start = time.perf_counter()
             valid, _ = evaluate_split(model, data, setup.valid_windows, recipe, setup.device)
             record["valid"] = valid
@@ -177,7 +178,8 @@ def run(
                     state.epoch,
                     checkpoint_state(model, setup.optimizer, setup.generator, state),
                 )
-            _log_epoch(console, record, metric)
+            if rank == 0:  # one epoch line per run, not one per process
+                _log_epoch(console, record, metric)
             if board is not None:
                 _log_tensorboard(board, record)
 
@@ -327,6 +329,7 @@ def train_one_epoch(
             steps += 1
             bar.update(task, advance=1, loss=f"loss {sums['total'] / steps:.4f}")
     seconds = time.perf_counter() - start
+    sums = mean_over_ranks(dict(sums))  # under torchrun: the global loss, not this rank's
     return {
         "epoch": epoch,
         "stage": state.stage,

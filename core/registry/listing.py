@@ -30,6 +30,7 @@ def plugin_rows(regs: Registries | None = None) -> list[dict[str, Any]]:
                     "plugin": entry.origin.plugin,
                     "distribution": entry.origin.distribution,
                     "version": entry.origin.version,
+                    "entry_point": entry.origin.entry_point,
                     "description": (entry.cls.__doc__ or "").strip().splitlines()[0]
                     if entry.cls.__doc__
                     else "",

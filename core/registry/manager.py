@@ -67,8 +67,9 @@ def new_plugin_manager(autoload: bool | None = None) -> pluggy.PluginManager:
     """A fresh manager with the built-ins and (unless disabled) the entry-point plugins."""
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
-    for name in blocked_names():
-        pm.set_blocked(name)
+    blocked = blocked_names()
+    for name in blocked:
+        pm.set_blocked(name)  # entry-point names: never even imported
     for module in _builtin_modules():
         if not pm.is_blocked(module.__name__):
             pm.register(module, name=module.__name__)
@@ -80,8 +81,35 @@ def new_plugin_manager(autoload: bool | None = None) -> pluggy.PluginManager:
         except Exception as exc:  # a broken third-party package must not look like our bug
             msg = f"an installed eclsr plugin failed to load: {exc!r}. Fix or uninstall it, or set {AUTOLOAD_ENV}=1."
             raise PluginError(msg) from exc
+    _block_by_module(pm, blocked)
     _check_pending(pm)
     return pm
+
+
+def _block_by_module(pm: pluggy.PluginManager, blocked: set[str]) -> None:
+    """Unregister plugins blocked by module name (what ``eclsr plugins`` shows); refuse unknown names.
+
+    An entry-point plugin is registered under its entry-point name, so ``set_blocked`` alone
+    misses its module name. A name matching no plugin at all is an error, not a silent no-op:
+    the user meant to switch something off.
+    """
+    if not blocked:
+        return
+    known = {m.__name__ for m in _builtin_modules()}
+    known |= {ep.name for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME)}
+    for name, plugin in list(pm.list_name_plugin()):
+        module = getattr(plugin, "__name__", name)
+        known |= {name, module}
+        if plugin is not None and module in blocked:
+            pm.unregister(plugin)
+    unknown = sorted(blocked - known)
+    if unknown:
+        msg = (
+            f"{BLOCK_ENV} names {', '.join(repr(u) for u in unknown)}, which is no installed "
+            "plugin: use an entry-point name or a module name as `eclsr plugins` shows them "
+            f"(e.g. 'eclsr.plugins.augment.crop'), or remove it from {BLOCK_ENV}."
+        )
+        raise PluginError(msg)
 
 
 @functools.cache
@@ -142,7 +170,7 @@ def _origin(pm: pluggy.PluginManager, plugin: object) -> Origin:
     module = getattr(plugin, "__name__", name)
     for dist_plugin, dist in pm.list_plugin_distinfo():
         if dist_plugin is plugin:
-            return Origin(module, dist.metadata["name"], dist.version)
+            return Origin(module, dist.metadata["name"], dist.version, entry_point=name)
     if module.startswith("eclsr.plugins."):
         return Origin(module, "eclsr", _eclsr_version())
     return Origin(module)

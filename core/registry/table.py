@@ -17,6 +17,8 @@ class Origin:
     plugin: str
     distribution: str | None = None
     version: str | None = None
+    #: The ``eclsr`` entry-point name of an installed plugin (what blocking also accepts).
+    entry_point: str | None = None
 
     def __str__(self) -> str:
         dist = f" ({self.distribution} {self.version})" if self.distribution else ""

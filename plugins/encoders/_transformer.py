@@ -240,14 +240,20 @@ class TransformerEncoder(Encoder):
         """Encode right-padded ``items`` ``[B, T]`` (T <= max_len) → ``[B, T, D]``."""
         return self._encode(items, lengths, input_offset, None)
 
-    def encode_at(self, items: Tensor, lengths: Tensor, positions: Tensor) -> Tensor:
+    def encode_at(
+        self,
+        items: Tensor,
+        lengths: Tensor,
+        positions: Tensor,
+        input_offset: Tensor | None = None,
+    ) -> Tensor:
         """``[B, K, D]`` states at ``positions [B, K]``: the last block runs only those queries.
 
         Every earlier block still runs at every position (later keys need them), so the saving
         is most of the last block: with pooling over the last 20 of 50 positions, or the
         generator's ~20% masked positions, about half of one block of the pass.
         """
-        return self._encode(items, lengths, None, positions)
+        return self._encode(items, lengths, input_offset, positions)
 
     def _encode(
         self,
