@@ -104,3 +104,35 @@ def test_run_refuses_to_overwrite(tmp_path, capsys):
     assert code == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "user data"
+
+
+def test_validate_says_head_or_heads(tmp_path, capsys):
+    recipe = tmp_path / "one.toml"
+    recipe.write_text(
+        'data = { dataset = "synthetic" }\nencoder = { name = "sasrec" }\n[[heads]]\nname = "next_item"\n'
+    )
+    assert main(["validate", str(recipe)]) == 0
+    assert "(1 head," in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_closed_pipe_ends_quietly():
+    import subprocess
+    import sys
+
+    code = "from eclsr.cli import main; raise SystemExit(main(['plugins', '--json']))"
+    proc = subprocess.run(
+        f'{sys.executable} -c "{code}" | head -c 10', shell=True, capture_output=True, text=True
+    )
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def test_rid_over_an_augmentation_without_positional_labels_fails_validation(tmp_path, capsys):
+    recipe = tmp_path / "rid.toml"
+    recipe.write_text(
+        'data = { dataset = "synthetic" }\nencoder = { name = "sasrec" }\n'
+        '[[heads]]\nname = "next_item"\n'
+        '[[heads]]\nname = "rid"\naugmentation = { name = "crop" }\n'
+    )
+    assert main(["validate", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "heads[1].augmentation" in err and "positional_labels" in err

@@ -85,6 +85,21 @@ def test_block_entry_point_by_name(fake_entry_point, monkeypatch):
     assert "fake_mild" not in regs.mild
 
 
+def test_block_entry_point_by_the_module_name_eclsr_plugins_shows(fake_entry_point, monkeypatch):
+    regs = build_registries(new_plugin_manager(autoload=True))
+    entry = next(e for e in regs.mild.entries() if e.name == "fake_mild")
+    assert (entry.origin.plugin, entry.origin.entry_point) == ("fake_eclsr_plugin", "fake")
+    monkeypatch.setenv("ECLSR_DISABLED_PLUGINS", "fake_eclsr_plugin")
+    regs = build_registries(new_plugin_manager(autoload=True))
+    assert "fake_mild" not in regs.mild
+
+
+def test_blocking_an_unknown_name_is_an_error_not_a_no_op(fake_entry_point, monkeypatch):
+    monkeypatch.setenv("ECLSR_DISABLED_PLUGINS", "fake,no_such_plugin")
+    with pytest.raises(eclsr.PluginError, match="'no_such_plugin', which is no installed plugin"):
+        new_plugin_manager(autoload=True)
+
+
 def test_duplicate_from_third_party_names_both(monkeypatch):
     module = _fake_plugin_module("dup_plugin", "dropout")
     monkeypatch.setitem(sys.modules, "dup_plugin", module)

@@ -107,3 +107,23 @@ def test_pop_recipe_equals_popularity_baseline(tiny_data):
     )
     result = run(recipe, dataset=tiny_data, progress=False).results
     assert result["test"] == result["popularity_test"]
+
+
+def test_run_accepts_a_str_out_dir(tmp_path):
+    from eclsr import run, validate_recipe
+
+    recipe = validate_recipe(
+        {
+            "data": {
+                "dataset": "synthetic",
+                "max_len": 8,
+                "synthetic_users": 30,
+                "synthetic_items": 20,
+            },
+            "encoder": {"name": "sasrec", "hidden": 16, "layers": 1, "heads": 1},
+            "heads": [{"name": "next_item"}],
+            "train": {"epochs": 1, "device": "cpu"},
+        }
+    )
+    result = run(recipe, str(tmp_path / "run"), progress=False)
+    assert (tmp_path / "run" / "results.json").is_file() and result.run_dir == tmp_path / "run"

@@ -74,7 +74,8 @@ def cmd_validate(args: argparse.Namespace, out: Console) -> int:
     check_build(recipe)  # build-time checks too, located, before any data is read
     heads = len(recipe.heads)
     out.print(
-        f"{args.recipe}: valid ({heads} head{'s' if heads != 1 else ''}, encoder {recipe.encoder.name!r})"
+        f"{args.recipe}: valid ({heads} head{'s' if heads != 1 else ''}, encoder {recipe.encoder.name!r})",
+        soft_wrap=True,
     )
     return 0
 

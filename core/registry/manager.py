@@ -98,9 +98,11 @@ def _block_by_module(pm: pluggy.PluginManager, blocked: set[str]) -> None:
     known = {m.__name__ for m in _builtin_modules()}
     known |= {ep.name for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME)}
     for name, plugin in list(pm.list_name_plugin()):
+        if plugin is None:  # a blocked name's placeholder, not a plugin
+            continue
         module = getattr(plugin, "__name__", name)
         known |= {name, module}
-        if plugin is not None and module in blocked:
+        if module in blocked:
             pm.unregister(plugin)
     unknown = sorted(blocked - known)
     if unknown:
