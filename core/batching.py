@@ -25,12 +25,15 @@ class Windows:
         start: ``[U']`` start offsets into the flat item array.
         length: ``[U']`` window lengths (>= 1).
         target: ``[U']`` held-out target item (evaluation), or the offset shift 1 for training.
+        last_only: training rows whose next-item loss applies at the last real position only
+            (prefix examples); their batches carry target 0 at every other position.
     """
 
     users: np.ndarray
     start: np.ndarray
     length: np.ndarray
     target: np.ndarray
+    last_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,9 +124,17 @@ def gather(
 
 
 def make_batch(data: SequenceDataset, windows: Windows, rows: np.ndarray) -> Batch:
-    """A training batch: inputs and next-item targets for ``rows`` of ``windows``."""
+    """A training batch: inputs and next-item targets for ``rows`` of ``windows``.
+
+    For ``last_only`` windows every target but the one after a row's last real item is 0, so the
+    next-item loss (which skips target 0) sees one target per row, while every other head still
+    sees the whole row.
+    """
     inputs, length = gather(data.items, windows, rows)
     targets, _ = gather(data.items, windows, rows, shift=1)
+    if windows.last_only:
+        last = np.arange(targets.shape[1]) == (length - 1)[:, None]  # [B, T]
+        targets = np.where(last, targets, 0)
     return Batch(
         torch.from_numpy(inputs),
         torch.from_numpy(targets),
@@ -151,5 +162,79 @@ def epoch_order(
 
 
 def positions_per_epoch(windows: Windows) -> int:
-    """Number of real training target positions in one epoch."""
+    """Number of real input positions in one epoch (what the encoders process)."""
     return int(windows.length.sum())
+
+
+def targets_per_epoch(windows: Windows) -> int:
+    """Number of next-item loss terms in one epoch: one per row of prefix examples."""
+    return len(windows.length) if windows.last_only else positions_per_epoch(windows)
+
+
+def training_examples(
+    data: SequenceDataset, base: Windows, mode: str, max_len: int, min_length: int = 1
+) -> Windows:
+    """The training rows of one epoch, cut from each user's training history.
+
+    ``base`` is the split's own training windows (one row per user: the last ``max_len`` items
+    before the user's last training target, which is item ``start + length``). Every mode uses
+    only items ``offsets[u] .. start + length`` of a user, so no validation or test item can
+    enter a training row.
+
+    Args:
+        data: the dataset (for user offsets).
+        base: ``split.train()``.
+        mode: ``"sequence"`` (``base`` itself), ``"prefixes"`` or ``"windows"``.
+        max_len: widest row.
+        min_length: fewest input items of a prefix / of an older chunk.
+
+    Returns:
+        The rows, sorted by user then by end position.
+    """
+    if mode == "sequence":
+        return base
+    first = data.offsets[base.users]  # [U'] index of each user's oldest item
+    end = base.start + base.length  # [U'] index of each user's last training target
+    if mode == "prefixes":
+        return _prefixes(base.users, first, end, max_len, min_length)
+    if mode == "windows":
+        return _chunks(base.users, first, end, max_len, min_length)
+    msg = f"unknown training-example mode {mode!r}; expected sequence, prefixes or windows"
+    raise DataError(msg)
+
+
+def _ranks_within(counts: np.ndarray) -> np.ndarray:
+    """``[Σ counts]``: 0, 1, .., c-1 for each group of ``counts`` in turn."""
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.arange(int(counts.sum())) - starts
+
+
+def _prefixes(
+    users: np.ndarray, first: np.ndarray, end: np.ndarray, max_len: int, min_length: int
+) -> Windows:
+    """One row per target ``j`` in ``first+1 .. end``: inputs ``max(first, j-max_len) .. j-1``."""
+    counts = end - first  # targets per user
+    target = np.repeat(first, counts) + 1 + _ranks_within(counts)  # [R] item index of the target
+    start = np.maximum(np.repeat(first, counts), target - max_len)
+    length = target - start
+    keep = length >= min_length
+    ones = np.ones(int(keep.sum()), dtype=np.int64)
+    return Windows(np.repeat(users, counts)[keep], start[keep], length[keep], ones, last_only=True)
+
+
+def _chunks(
+    users: np.ndarray, first: np.ndarray, end: np.ndarray, max_len: int, min_length: int
+) -> Windows:
+    """Non-overlapping chunks of targets, newest first: chunk k ends at target ``end - k·max_len``.
+
+    A chunk's inputs are the ``min(max_len, available)`` items before its end target, so chunk 0
+    is the ``sequence`` row and the chunks' targets cover every training target exactly once.
+    """
+    counts = -(-(end - first) // max_len)  # ceil: chunks per user
+    rank = _ranks_within(counts)  # [R] 0 = newest chunk
+    stop = np.repeat(end, counts) - rank * max_len  # [R] end target of each chunk
+    start = np.maximum(np.repeat(first, counts), stop - max_len)
+    length = stop - start
+    keep = (rank == 0) | (length >= min_length)
+    ones = np.ones(int(keep.sum()), dtype=np.int64)
+    return Windows(np.repeat(users, counts)[keep], start[keep], length[keep], ones)

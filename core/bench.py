@@ -164,8 +164,13 @@ def encoder_flops(
     return tokens * (config.layers - 1) * per_token + last
 
 
-def batch_flops(recipe: Any, lengths: np.ndarray, width: int, num_items: int) -> float | None:
+def batch_flops(
+    recipe: Any, lengths: np.ndarray, width: int, num_items: int, targets: float | None = None
+) -> float | None:
     """Model FLOPs of one training step (forward + backward = 3× forward where gradients flow).
+
+    ``targets``: next-item loss terms in the batch (default: every real position; prefix
+    examples have one per row).
 
     Counts the UBE passes (first pass; dropout view, whose last layer runs only at the pooled
     window; RID pass), the full-softmax projections (6·P·V·D), the generator's pass (3×; last
@@ -184,7 +189,7 @@ def batch_flops(recipe: Any, lengths: np.ndarray, width: int, num_items: int) ->
             continue
         if head.name == "next_item":
             columns = vocab if head.sampled_negatives is None else head.sampled_negatives + 1
-            total += 6.0 * tokens * columns * d
+            total += 6.0 * (tokens if targets is None else targets) * columns * d
         elif head.name == "infonce":
             if head.extra != "none":
                 return None
@@ -331,11 +336,11 @@ def train_and_time(
     """Build the model, time training (and evaluation); the ``train``/``eval`` result sections."""
     from eclsr.batching import LeaveOneOut, epoch_order
     from eclsr.model import Model
-    from eclsr.train import make_optimizer, resolve_device, training_item_counts
+    from eclsr.train import epoch_examples, make_optimizer, resolve_device, training_item_counts
 
     device = resolve_device(recipe.train.device)
     split = LeaveOneOut(data, recipe.data.max_len)
-    windows = split.train()
+    windows = epoch_examples(recipe, data, split)
     torch.manual_seed(recipe.seed)
     model = Model(recipe, data.num_items, training_item_counts(data)).to(device)
     if recipe.train.compile:
@@ -408,7 +413,10 @@ def _train_section(
     peak_gflops: float,
 ) -> dict[str, Any]:
     """Positions/s, seconds per epoch (measured or extrapolated), FLOPs and MFU."""
+    from eclsr.batching import targets_per_epoch
+
     positions = [int(windows.length[rows].sum()) for rows in timed]
+    targets = [_rows_targets(windows, rows) for rows in timed]
     flops = [_rows_flops(recipe, windows, rows, data.num_items) for rows in timed]
     epoch_flops = [_rows_flops(recipe, windows, rows, data.num_items) for rows in epoch]
     total = sum(seconds)
@@ -426,6 +434,11 @@ def _train_section(
         "batches_timed": len(seconds),
         "positions_per_epoch": int(windows.length.sum()),
         "positions_per_second": round(sum(positions) / total, 1) if total else None,
+        "examples": "prefixes (loss at each row's last position)"
+        if windows.last_only
+        else "every position",
+        "targets_per_epoch": targets_per_epoch(windows),
+        "targets_per_second": round(sum(targets) / total, 1) if total else None,
         "seconds_per_epoch": round(total / (len(seconds) / len(epoch)), 2)
         if full
         else round(per_batch * len(epoch), 2),
@@ -440,9 +453,15 @@ def _train_section(
     }
 
 
+def _rows_targets(windows: Any, rows: np.ndarray) -> int:
+    """Next-item loss terms of a batch: one per row of prefix examples, else every position."""
+    return len(rows) if windows.last_only else int(windows.length[rows].sum())
+
+
 def _rows_flops(recipe: Any, windows: Any, rows: np.ndarray, num_items: int) -> float | None:
     lengths = windows.length[rows]
-    return batch_flops(recipe, lengths, int(lengths.max()), num_items)
+    targets = float(_rows_targets(windows, rows))
+    return batch_flops(recipe, lengths, int(lengths.max()), num_items, targets)
 
 
 def eval_section(model: Any, data: Any, split: Any, recipe: Any, device: Any) -> dict[str, Any]:

@@ -34,6 +34,8 @@ from eclsr.batching import (
     make_batch,
     make_split,
     positions_per_epoch,
+    targets_per_epoch,
+    training_examples,
 )
 from eclsr.checkpoint import (
     EarlyStopping,
@@ -101,6 +103,12 @@ SPLIT_TEXT = {
 }
 
 
+def epoch_examples(recipe: Any, data: SequenceDataset, split: LeaveOneOut | TimeSplit) -> Windows:
+    """The training rows ``recipe.train.examples`` asks for (the same rows every epoch)."""
+    examples = recipe.train.examples
+    return training_examples(data, split.train(), examples.mode, split.max_len, examples.min_length)
+
+
 def protocol(recipe: Any, data: SequenceDataset, split: LeaveOneOut | TimeSplit) -> dict[str, Any]:
     """Everything that decides what a metric means, recorded with every result."""
     return {
@@ -111,6 +119,7 @@ def protocol(recipe: Any, data: SequenceDataset, split: LeaveOneOut | TimeSplit)
         "items": data.num_items,
         "split": SPLIT_TEXT[type(split).__name__],
         "max_len": split.max_len,
+        "training_examples": recipe.train.examples.model_dump(mode="json"),
         "ranking": "full (all items; padding never ranked)",
         "exclude_seen": recipe.eval.exclude_seen,
         "ties": TIE_RULES[recipe.eval.ties],
@@ -179,7 +188,7 @@ def run(
     data = dataset if dataset is not None else load_data(recipe)
     split = make_split(data, recipe.data.max_len)
     train_windows, valid_windows, test_windows = (
-        split.train(),
+        epoch_examples(recipe, data, split),
         split.evaluation("valid"),
         split.evaluation("test"),
     )
@@ -440,6 +449,7 @@ def train_one_epoch(
         "losses": {k: round(v / max(steps, 1), 6) for k, v in sums.items()},
         "train_seconds": round(seconds, 3),
         "positions_per_second": round(positions_per_epoch(windows) / max(seconds, 1e-9), 1),
+        "targets_per_second": round(targets_per_epoch(windows) / max(seconds, 1e-9), 1),
     }
 
 

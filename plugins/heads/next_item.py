@@ -1,4 +1,4 @@
-"""Next-item head: L_Rec, cross-entropy of the next item at every real position.
+"""Next-item head: L_Rec, cross-entropy of the next item at every real position that has one.
 
 Paper: Zhou et al., "Equivariant Contrastive Learning for Sequential Recommendation" (L_Rec in
 Eq. 16); the all-position loss follows the authors' code, without its bug of training padding
@@ -77,8 +77,12 @@ class NextItemHead(Head):
         self.register_buffer("log_q", expected.clamp(min=1e-30).log(), persistent=False)
 
     def forward(self, step: Step) -> Tensor:
-        """Mean cross-entropy over real positions predicting ``step.batch.targets``."""
-        mask = step.batch.mask  # [B, T]
+        """Mean cross-entropy over real positions predicting ``step.batch.targets``.
+
+        Positions whose target is 0 carry no loss: padding, and in prefix examples every position
+        but a row's last (``train.examples.mode = "prefixes"``).
+        """
+        mask = step.batch.mask & (step.batch.targets > 0)  # [B, T]
         hidden = step.hidden[mask]  # [P, D]
         targets = step.batch.targets[mask]  # [P]
         if self.config.sampled_negatives is None:
