@@ -178,6 +178,23 @@ def restore_state(
     )
 
 
+def same_recipe(saved: dict[str, Any], recipe: Any) -> bool:
+    """Whether a run directory's resolved recipe is ``recipe``.
+
+    A recipe saved before a field with a default existed lacks that field: it still matches when
+    validating it fills in exactly the values ``recipe`` has (defaults never change numbers).
+    """
+    current = recipe.model_dump(mode="json")
+    if saved == current:
+        return True
+    from eclsr.recipe import validate_recipe
+
+    try:
+        return validate_recipe(saved).model_dump(mode="json") == current
+    except EclsrError:
+        return False
+
+
 def resume_checkpoint(out_dir: Path | None, recipe: Any) -> dict[str, Any] | None:
     """The checkpoint to resume from; errors when the run directory belongs to another recipe."""
     if out_dir is None or not (out_dir / rundir.RECIPE).is_file():
@@ -186,7 +203,7 @@ def resume_checkpoint(out_dir: Path | None, recipe: Any) -> dict[str, Any] | Non
     import yaml
 
     saved = yaml.safe_load((out_dir / rundir.RECIPE).read_text())
-    if saved != recipe.model_dump(mode="json"):
+    if not same_recipe(saved, recipe):
         msg = f"--resume: {out_dir} was started with a different recipe. Resume it with the same recipe and --set overrides (its resolved recipe is {out_dir / rundir.RECIPE})."
         raise EclsrError(msg)
     checkpoint = load_latest_checkpoint(out_dir)
