@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F  # noqa: N812
 from pydantic import ValidationError
 
 from eclsr.batching import (
@@ -228,3 +229,43 @@ def test_a_run_dir_saved_before_the_new_fields_still_resumes():
     assert not same_recipe(saved, changed)
     saved["train"]["lr"] = 0.5
     assert not same_recipe(saved, recipe)
+
+
+def _next_item_step(
+    items: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor, max_len: int
+):
+    """A Step over a real SASRec (eval mode) for the next-item head, and the head's context."""
+    from torch import nn
+
+    from eclsr import BuildContext, Step
+    from eclsr.plugins.encoders.sasrec import SASRecConfig
+    from eclsr.step import Batch
+
+    torch.manual_seed(0)
+    table = nn.Embedding(22, 8, padding_idx=0)
+    ctx = BuildContext(num_items=20, max_len=max_len, item_embedding=table, hidden_size=8)
+    encoder = SASRecConfig(hidden=8, heads=1, layers=1).build(ctx).eval()
+    batch = Batch(items, targets, lengths, torch.arange(items.size(0)))
+    step = Step(batch, encoder, table, 20, torch.Generator().manual_seed(0))
+    return step, ctx
+
+
+def test_next_item_skips_zero_targets_and_slots_rescale():
+    from eclsr.plugins.heads.next_item import NextItemConfig
+
+    items = torch.tensor([[3, 5, 7, 0], [1, 2, 3, 4]])
+    targets = torch.tensor([[5, 7, 9, 0], [2, 3, 4, 6]])
+    lengths = torch.tensor([3, 4])
+    step, ctx = _next_item_step(items, targets, lengths, max_len=10)
+    logits = step.hidden @ ctx.item_embedding.weight[:21].t()  # [B, T, N+1]
+    real = step.batch.mask
+    full = F.cross_entropy(logits[real], targets[real])
+    head = NextItemConfig().build(ctx)
+    torch.testing.assert_close(head(step), full)
+    slots = NextItemConfig(average_over="slots").build(ctx)
+    torch.testing.assert_close(slots(step), full * 7 / (2 * 10))
+    last_only = torch.zeros_like(targets)
+    last_only[0, 2], last_only[1, 3] = 9, 6  # a prefix batch: one target per row
+    step, _ = _next_item_step(items, last_only, lengths, max_len=10)
+    expected = F.cross_entropy(logits[[0, 1], [2, 3]], torch.tensor([9, 6]))
+    torch.testing.assert_close(head(step), expected)

@@ -51,6 +51,14 @@ class NextItemConfig(HeadConfig):
         description="None: full softmax over all items (the paper). An integer S: sampled "
         "softmax with S negatives shared by the batch and logQ correction (faster, less exact).",
     )
+    average_over: Literal["targets", "slots"] = Field(
+        "targets",
+        description="targets: mean over the positions that have a target (the paper). slots: "
+        "the same sum divided by B × max_len, the scale of the authors' code, whose loss is a "
+        "mean over every slot of the left-padded batch (its padding slots also learn to predict "
+        "the padding class; that part is not reproduced). Down-weights L_Rec by about the mean "
+        "row length / max_len (~0.11 on Sports) against the other heads.",
+    )
     sampler: Literal["uniform", "popularity"] = Field(
         "uniform",
         description="How sampled negatives are drawn: uniformly over items 1..N, or in "
@@ -71,6 +79,7 @@ class NextItemHead(Head):
     def __init__(self, config: NextItemConfig, ctx: BuildContext) -> None:
         super().__init__()
         self.config = config
+        self.max_len = ctx.max_len
         probs = _sampling_probs(config, ctx)  # [N+1], 0 at index 0
         self.register_buffer("probs", probs, persistent=False)
         expected = probs * (config.sampled_negatives or 1)
@@ -94,6 +103,9 @@ class NextItemHead(Head):
             loss = sampled_softmax_cross_entropy(
                 hidden, step.item_weights, targets, negatives.to(hidden.device), self.log_q
             )
+        if self.config.average_over == "slots":
+            slots = step.batch.items.size(0) * self.max_len  # B × L, as a left-padded batch
+            return step.global_mean(loss * (targets.numel() / slots), slots)
         return step.global_mean(loss, targets.numel())
 
     def _draw_negatives(self, generator: torch.Generator, count: int) -> Tensor:
