@@ -269,3 +269,38 @@ def test_next_item_skips_zero_targets_and_slots_rescale():
     step, _ = _next_item_step(items, last_only, lengths, max_len=10)
     expected = F.cross_entropy(logits[[0, 1], [2, 3]], torch.tensor([9, 6]))
     torch.testing.assert_close(head(step), expected)
+
+
+def test_count_mask_draws_int_ratio_n_plus_one_never_the_first_item():
+    from eclsr.plugins.heads.generator import draw_count_mask
+
+    lengths = torch.tensor([1, 2, 5, 10, 50, 0])
+    gen = torch.Generator().manual_seed(0)
+    masks = [draw_count_mask(gen, lengths, 50, 0.2) for _ in range(200)]
+    for masked in masks:
+        assert masked.sum(dim=1).tolist() == [1, 1, 2, 3, 11, 0]
+        assert not masked[1:, 0].any()  # the oldest item only in a one-item row
+        assert masked[0, 0]
+        real = torch.arange(50).unsqueeze(0) < lengths.unsqueeze(1)
+        assert not (masked & ~real).any()
+    hits = torch.stack(masks)[:, 3].float().mean(dim=0)  # row of 10: 3 of positions 1..9
+    assert torch.allclose(hits[1:10], torch.full((9,), 3 / 9), atol=0.12)
+
+
+def test_count_strategy_is_what_the_generator_masks():
+    from eclsr import BuildContext
+    from eclsr.plugin_manager import collect_registries
+    from eclsr.plugins.heads.generator import GeneratorConfig
+
+    collect_registries()  # resolves the generator's encoder slot
+
+    items = torch.tensor([[3, 5, 7, 2, 9, 0], [1, 2, 3, 4, 5, 6]])
+    lengths = torch.tensor([5, 6])
+    step, ctx = _next_item_step(items, items, lengths, max_len=10)
+    ctx = BuildContext(num_items=20, max_len=10, item_embedding=ctx.item_embedding, hidden_size=8)
+    head = GeneratorConfig(
+        mask_strategy="count", encoder={"name": "bert4rec", "hidden": 8, "heads": 1}
+    ).build(ctx)
+    out = head.generate(step, 0.2)
+    assert out.masked.sum(dim=1).tolist() == [2, 2]
+    assert not out.masked[:, 0].any()

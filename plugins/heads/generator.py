@@ -57,6 +57,14 @@ class GeneratorConfig(HeadConfig):
         description="Most logits materialised at once in the full-softmax loss; None = auto "
         "(2 Mi, at least 256 rows, on CPU, where the chunk then stays in cache; 16 Mi on GPU).",
     )
+    mask_strategy: Literal["bernoulli", "count"] = Field(
+        "bernoulli",
+        description="bernoulli: each real position masked with probability γ, at least one per "
+        "row (the authors' 'prob', Toys/Yelp). count: exactly int(γ·n + 1) positions of a row of "
+        "n items, drawn uniformly without replacement, never the oldest item (the authors' "
+        "'sample', Sports/ML-1m; a one-item row masks its item). Applies to every pass of this "
+        "generator, including the masked substitution's.",
+    )
 
     def build(self, ctx: BuildContext) -> GeneratorHead:
         """Build the head and publish it as ``ctx.services["generator"]``."""
@@ -164,7 +172,8 @@ class GeneratorHead(Head):
     ) -> GeneratorOutput:
         frozen = torch.no_grad() if step.generator_frozen else contextlib.nullcontext()
         with frozen:
-            masked = draw_mask(step.generator, lengths, items.size(1), mask_ratio)  # [B, T]
+            draw = draw_mask if self.config.mask_strategy == "bernoulli" else draw_count_mask
+            masked = draw(step.generator, lengths, items.size(1), mask_ratio)  # [B, T]
             masked_items = items.masked_fill(masked, step.mask_token)  # [B, T]
             # Only the masked positions are scored, so the encoder's last block runs there only.
             positions, valid = selected_positions(masked)  # [B, K]
@@ -194,6 +203,28 @@ def draw_mask(generator: torch.Generator, lengths: Tensor, width: int, ratio: fl
     need = ~masked.any(dim=1) & (lengths > 0)  # [B]
     forced = torch.zeros_like(masked).scatter_(1, position.unsqueeze(1), need.unsqueeze(1))
     return masked | forced
+
+
+def draw_count_mask(
+    generator: torch.Generator, lengths: Tensor, width: int, ratio: float
+) -> Tensor:
+    """``[B, T]`` bool: ``int(ratio·n + 1)`` real positions of each row, never position 0.
+
+    The count is capped at the ``n - 1`` eligible positions (rows of one item mask that item, so
+    every row still has a target). Positions are uniform without replacement: the ``count``
+    eligible slots with the smallest random keys.
+    """
+    device = lengths.device
+    slots = torch.arange(width, device=device).unsqueeze(0)  # [1, T]
+    eligible = (slots >= 1) & (slots < lengths.unsqueeze(1))  # [B, T]
+    single = (lengths == 1).unsqueeze(1) & (slots == 0)  # [B, T]: one-item rows
+    eligible = eligible | single
+    count = torch.floor(ratio * lengths.double() + 1).long()  # [B]
+    count = torch.minimum(count, eligible.sum(dim=1))
+    keys = torch.rand((lengths.size(0), width), generator=generator, device=generator.device)
+    keys = keys.to(device).masked_fill(~eligible, 2.0)  # ineligible slots sort last
+    rank = keys.argsort(dim=1).argsort(dim=1)  # [B, T] rank of each slot's key in its row
+    return (rank < count.unsqueeze(1)) & eligible
 
 
 @hookimpl
