@@ -38,6 +38,8 @@ class StepShape:
         hidden: D.
         encoder: the UBE's config.
         heads: every head config of the recipe (a component may depend on another's settings).
+        loss_targets: next-item loss terms in the batch; None = one per real position (prefix
+            examples have one per row).
     """
 
     lengths: np.ndarray
@@ -46,11 +48,17 @@ class StepShape:
     hidden: int
     encoder: EncoderConfig
     heads: tuple[HeadConfig, ...]
+    loss_targets: float | None = None
 
     @property
     def tokens(self) -> float:
         """Real positions in the batch."""
         return float(self.lengths.sum())
+
+    @property
+    def targets(self) -> float:
+        """Next-item loss terms in the batch."""
+        return self.tokens if self.loss_targets is None else self.loss_targets
 
     def ube_flops(self) -> float:
         """Forward FLOPs of one full UBE pass over the batch (0 when the UBE has no formula)."""

@@ -64,7 +64,8 @@ class Batch:
 
     Attributes:
         items: ``[B, T]`` input item ids (0 = padding).
-        targets: ``[B, T]`` next item at each position (0 at padding).
+        targets: ``[B, T]`` next item at each position; 0 where no next-item loss applies
+            (padding, and every position but the last of a prefix example).
         lengths: ``[B]`` number of real positions per row.
         users: ``[B]`` user indices (rows of the dataset).
     """

@@ -28,9 +28,17 @@ def gather(
 
 
 def make_batch(data: SequenceDataset, windows: Windows, rows: np.ndarray) -> Batch:
-    """A training batch: inputs and next-item targets for ``rows`` of ``windows``."""
+    """A training batch: inputs and next-item targets for ``rows`` of ``windows``.
+
+    For ``last_only`` windows every target but the one after a row's last real item is 0, so the
+    next-item loss (which skips target 0) sees one target per row, while every other head still
+    sees the whole row.
+    """
     inputs, length = gather(data.items, windows, rows)
     targets, _ = gather(data.items, windows, rows, shift=1)
+    if windows.last_only:
+        last = np.arange(targets.shape[1]) == (length - 1)[:, None]  # [B, T]
+        targets = np.where(last, targets, 0)
     return Batch(
         torch.from_numpy(inputs),
         torch.from_numpy(targets),
@@ -58,5 +66,10 @@ def epoch_order(
 
 
 def positions_per_epoch(windows: Windows) -> int:
-    """Number of real training target positions in one epoch."""
+    """Number of real input positions in one epoch (what the encoders process)."""
     return int(windows.length.sum())
+
+
+def targets_per_epoch(windows: Windows) -> int:
+    """Number of next-item loss terms in one epoch: one per row of prefix examples."""
+    return len(windows.length) if windows.last_only else positions_per_epoch(windows)

@@ -22,12 +22,15 @@ class Windows:
         start: ``[U']`` start offsets into the flat item array.
         length: ``[U']`` window lengths (>= 1).
         target: ``[U']`` held-out target item (evaluation), or the offset shift 1 for training.
+        last_only: training rows whose next-item loss applies at the last real position only
+            (prefix examples); their batches carry target 0 at every other position.
     """
 
     users: np.ndarray
     start: np.ndarray
     length: np.ndarray
     target: np.ndarray
+    last_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from eclsr.components.configs import StepShape
-from eclsr.data.batching import epoch_order
+from eclsr.data.batching import epoch_order, targets_per_epoch
 from eclsr.engine.allocator import tune_allocator
 from eclsr.engine.setup import RunSetup
 from eclsr.errors import EclsrError
@@ -145,16 +145,20 @@ def load_job_data(recipe: Any, dataset: str) -> Any:
 # --------------------------------------------------------------------------- FLOPs
 
 
-def batch_flops(recipe: Any, lengths: np.ndarray, width: int, num_items: int) -> float | None:
+def batch_flops(
+    recipe: Any, lengths: np.ndarray, width: int, num_items: int, targets: float | None = None
+) -> float | None:
     """Model FLOPs of one training step (forward + backward = 3× forward where gradients flow).
 
     The UBE's first pass (the encoder config's ``forward_flops``) plus what every active head
     adds (its config's ``train_flops``): core names no component. None when a component has no
-    formula (e.g. GRU4Rec, aug_prediction).
+    formula (e.g. GRU4Rec, aug_prediction). ``targets``: next-item loss terms in the batch
+    (default: every real position; prefix examples have one per row).
     """
     shape = StepShape(
-        lengths, width, num_items, recipe.encoder.hidden_size(), recipe.encoder, tuple(recipe.heads)
-    )
+        lengths, width, num_items, recipe.encoder.hidden_size(), recipe.encoder, tuple(recipe.heads),
+        targets,
+    )  # fmt: skip
     ube = recipe.encoder.forward_flops(shape.tokens, width)
     if ube is None:
         return None
@@ -343,6 +347,7 @@ def _train_section(
 ) -> dict[str, Any]:
     """Positions/s, seconds per epoch (measured or extrapolated), FLOPs and MFU."""
     positions = [int(windows.length[rows].sum()) for rows in timed]
+    targets = [_rows_targets(windows, rows) for rows in timed]
     flops = [_rows_flops(recipe, windows, rows, data.num_items) for rows in timed]
     epoch_flops = [_rows_flops(recipe, windows, rows, data.num_items) for rows in epoch]
     total = sum(seconds)
@@ -360,6 +365,11 @@ def _train_section(
         "batches_timed": len(seconds),
         "positions_per_epoch": int(windows.length.sum()),
         "positions_per_second": round(sum(positions) / total, 1) if total else None,
+        "examples": "prefixes (loss at each row's last position)"
+        if windows.last_only
+        else "every position",
+        "targets_per_epoch": targets_per_epoch(windows),
+        "targets_per_second": round(sum(targets) / total, 1) if total else None,
         "seconds_per_epoch": round(total / (len(seconds) / len(epoch)), 2)
         if full
         else round(per_batch * len(epoch), 2),
@@ -374,9 +384,15 @@ def _train_section(
     }
 
 
+def _rows_targets(windows: Any, rows: np.ndarray) -> int:
+    """Next-item loss terms of a batch: one per row of prefix examples, else every position."""
+    return len(rows) if windows.last_only else int(windows.length[rows].sum())
+
+
 def _rows_flops(recipe: Any, windows: Any, rows: np.ndarray, num_items: int) -> float | None:
     lengths = windows.length[rows]
-    return batch_flops(recipe, lengths, int(lengths.max()), num_items)
+    targets = float(_rows_targets(windows, rows))
+    return batch_flops(recipe, lengths, int(lengths.max()), num_items, targets)
 
 
 def eval_section(model: Any, data: Any, split: Any, recipe: Any, device: Any) -> dict[str, Any]:

@@ -178,18 +178,26 @@ def restore_state(
     )
 
 
-def _resolved(saved: Any, validate: Any) -> Any:
-    """A saved ``recipe.yaml`` as today's schema resolves it (as saved if it no longer validates).
+def same_recipe(saved: Any, recipe: Any) -> bool:
+    """Whether a run directory's saved ``recipe.yaml`` is ``recipe``, as today's schema reads it.
 
-    Its plugin files were loaded already by the recipe being resumed: none is imported here.
+    A recipe saved by an older eclsr may lack a field added since (with a default that never
+    changes numbers) or use an old field name (migrated, see :mod:`eclsr.recipe.migrate`): it is
+    validated again before comparing. Its plugin files were loaded already by the recipe being
+    resumed: none is imported here.
     """
-    if not isinstance(saved, dict):
-        return saved
+    current = recipe.model_dump(mode="json")
+    if saved == current or not isinstance(saved, dict):
+        return saved == current
+    from eclsr.recipe.load import validate_recipe
+
     try:
-        resolved = validate({**saved, "plugins": []}).model_dump(mode="json")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RecipeMigrationWarning)
+            resolved = validate_recipe({**saved, "plugins": []}).model_dump(mode="json")
     except EclsrError:
-        return saved
-    return {**resolved, "plugins": saved.get("plugins", [])}
+        return False
+    return {**resolved, "plugins": saved.get("plugins", [])} == current
 
 
 def resume_checkpoint(out_dir: Path | None, recipe: Any) -> dict[str, Any] | None:
@@ -199,13 +207,8 @@ def resume_checkpoint(out_dir: Path | None, recipe: Any) -> dict[str, Any] | Non
         raise EclsrError(msg)
     import yaml
 
-    from eclsr.recipe.load import validate_recipe
-
     saved = yaml.safe_load((out_dir / rundir.RECIPE).read_text())
-    with warnings.catch_warnings():  # a run started by an older eclsr: compare it migrated
-        warnings.simplefilter("ignore", RecipeMigrationWarning)
-        same = _resolved(saved, validate_recipe) == recipe.model_dump(mode="json")
-    if not same:
+    if not same_recipe(saved, recipe):
         msg = f"--resume: {out_dir} was started with a different recipe. Resume it with the same recipe and --set overrides (its resolved recipe is {out_dir / rundir.RECIPE})."
         raise EclsrError(msg)
     checkpoint = load_latest_checkpoint(out_dir)

@@ -17,6 +17,7 @@ import torch
 
 from eclsr.components.step import Step
 from eclsr.data.batching import make_batch
+from eclsr.data.examples import training_examples
 from eclsr.data.sequences import SequenceDataset
 from eclsr.data.splits import LeaveOneOut, TimeSplit, Windows, make_split
 from eclsr.engine.allocator import tune_allocator
@@ -122,7 +123,7 @@ def set_up_run(recipe: Any, data: SequenceDataset) -> RunSetup:
         recipe=recipe,
         data=data,
         split=split,
-        windows=split.train(),
+        windows=epoch_examples(recipe, data, split),
         valid_windows=split.evaluation("valid"),
         test_windows=split.evaluation("test"),
         model=model,
@@ -132,6 +133,12 @@ def set_up_run(recipe: Any, data: SequenceDataset) -> RunSetup:
         device=device,
         shard=Shard(rank, world_size),
     )
+
+
+def epoch_examples(recipe: Any, data: SequenceDataset, split: LeaveOneOut | TimeSplit) -> Windows:
+    """The training rows ``recipe.train.examples`` asks for (the same rows every epoch)."""
+    examples = recipe.train.examples
+    return training_examples(data, split.train(), examples.mode, split.max_len, examples.min_length)
 
 
 def resolve_device(name: str, rank: int = 0) -> torch.device:

@@ -23,7 +23,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from eclsr.data.batching import epoch_order, positions_per_epoch
+from eclsr.data.batching import epoch_order, positions_per_epoch, targets_per_epoch
 from eclsr.data.sequences import SequenceDataset
 from eclsr.data.splits import LeaveOneOut, TimeSplit, Windows
 from eclsr.engine import rundir
@@ -68,6 +68,7 @@ def protocol(recipe: Any, data: SequenceDataset, split: LeaveOneOut | TimeSplit)
         "items": data.num_items,
         "split": SPLIT_TEXT[type(split).__name__],
         "max_len": split.max_len,
+        "training_examples": recipe.train.examples.model_dump(mode="json"),
         "ranking": "full (all items; padding never ranked)",
         "exclude_seen": recipe.eval.exclude_seen,
         "ties": TIE_RULES[recipe.eval.ties],
@@ -337,6 +338,7 @@ def train_one_epoch(
         "losses": {k: round(v / max(steps, 1), 6) for k, v in sums.items()},
         "train_seconds": round(seconds, 3),
         "positions_per_second": round(positions_per_epoch(setup.windows) / max(seconds, 1e-9), 1),
+        "targets_per_second": round(targets_per_epoch(setup.windows) / max(seconds, 1e-9), 1),
     }
 
 

@@ -71,6 +71,42 @@ Schedule = Annotated[
 ]
 
 
+class ExamplesConfig(_Section):
+    """How training rows are cut from each user's training history (the items before validation).
+
+    A recipe field, not a registered component kind: the modes are index arithmetic the batching
+    engine itself must understand (length bucketing, DDP sharding, bench, positions counted), and
+    a plugin could not add one without those, so a closed, validated set is the honest interface.
+    """
+
+    mode: Literal["sequence", "prefixes", "windows"] = Field(
+        "sequence",
+        description="sequence: one row per user, its last max_len training items, next-item loss "
+        "at every position (authors' Sports/Yelp code). prefixes: one row per training target, "
+        "its last max_len earlier items, loss at the row's last position only (authors' Toys code, "
+        "RecBole). windows: the whole history tiled into non-overlapping max_len chunks from the "
+        "newest back, loss at every position (authors' ML-1m code).",
+    )
+    min_length: int = Field(
+        1,
+        ge=1,
+        description="Fewest input items in a row. prefixes: shorter prefixes are dropped. "
+        "windows: shorter older chunks are dropped (each user's newest chunk is always kept; the "
+        "authors' ML-1m code keeps older chunks of more than 10 items, i.e. min_length = 11). "
+        "sequence: must stay 1.",
+    )
+
+    @model_validator(mode="after")
+    def _min_length_needs_a_mode(self) -> ExamplesConfig:
+        if self.mode == "sequence" and self.min_length != 1:
+            msg = (
+                "examples.min_length applies to mode 'prefixes' or 'windows'; "
+                "sequence keeps every user's row"
+            )
+            raise ValueError(msg)
+        return self
+
+
 class TrainConfig(_Section):
     """Optimisation, early stopping and engine switches."""
 
@@ -87,6 +123,9 @@ class TrainConfig(_Section):
         "valid.recall@10", description="Metric for early stopping: valid.<recall|ndcg|mrr>@K."
     )
     schedule: Schedule = Field(default_factory=JointSchedule, description="Generator schedule.")
+    examples: ExamplesConfig = Field(
+        default_factory=ExamplesConfig, description="How training rows are built."
+    )
     bucket_by_length: bool = Field(
         True, description="Batch users of similar length (less padding)."
     )

@@ -79,9 +79,17 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: Protocol keys added after runs were recorded, with the value every earlier run had.
+PROTOCOL_BEFORE_KEYS = {"training_examples": {"mode": "sequence", "min_length": 1}}
+
+
 def protocol_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """``key: A → B`` for every (dotted) protocol key whose values differ."""
-    flat_a, flat_b = flatten(a), flatten(b)
+    """``key: A → B`` for every (dotted) protocol key whose values differ.
+
+    A key of :data:`PROTOCOL_BEFORE_KEYS` missing from a run's protocol (a run recorded before
+    the key existed) counts as the value every such run had.
+    """
+    flat_a, flat_b = flatten(PROTOCOL_BEFORE_KEYS | a), flatten(PROTOCOL_BEFORE_KEYS | b)
     keys = sorted(set(flat_a) | set(flat_b))
     missing = "<missing>"
     return [

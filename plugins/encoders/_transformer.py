@@ -8,7 +8,7 @@ The leading underscore keeps the plugin manager from walking this module as a pl
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -54,6 +54,14 @@ class TransformerEncoderConfig(EncoderConfig):
         0.5, ge=0.0, lt=1.0, description="Dropout on the attention probabilities."
     )
     layer_norm_eps: float = Field(1e-12, gt=0.0, description="LayerNorm epsilon.")
+    positions: Literal["from_start", "from_end"] = Field(
+        "from_start",
+        description=(
+            "Which position embedding each item gets. 'from_start': item t (0 = oldest) gets "
+            "position t. 'from_end': item t of a row of n items gets max_len - n + t, so the "
+            "newest item is always position max_len - 1, as in the authors' left-padded code."
+        ),
+    )
 
     @model_validator(mode="after")
     def _hidden_divisible_by_heads(self) -> TransformerEncoderConfig:
@@ -231,6 +239,7 @@ class TransformerEncoder(Encoder):
         self.max_len = ctx.max_len
         self.share_item_table(ctx.item_embedding)  # not a submodule: apply() below skips it
         self.position_embedding = nn.Embedding(ctx.max_len, hidden)
+        self.positions = config.positions
         self.norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.dropout = FastDropout(config.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(hidden, config) for _ in range(config.layers))
@@ -267,7 +276,7 @@ class TransformerEncoder(Encoder):
         x = self.item_embedding(items)  # [B, T, D]
         if input_offset is not None:
             x = x + input_offset  # [B, T, D]
-        steps = torch.arange(width, device=items.device)  # [T], 0 = oldest item
+        steps = position_ids(self.positions, lengths, width, self.max_len)  # [T] or [B, T]
         x = self.dropout(self.norm(x + self.position_embedding(steps)))  # [B, T, D]
         attn_mask = None if self.causal else key_padding_mask(lengths, width)  # [B, 1, 1, T]
         last = len(self.blocks) - 1
@@ -275,6 +284,30 @@ class TransformerEncoder(Encoder):
             queries = positions if index == last else None
             x = block(x, attn_mask, self.causal, queries)  # [B, T, D]; last: [B, K, D]
         return x
+
+
+def position_ids(
+    scheme: Literal["from_start", "from_end"], lengths: Tensor, width: int, max_len: int
+) -> Tensor:
+    """Position-embedding index of every slot of right-padded rows.
+
+    Args:
+        scheme: ``"from_start"`` (slot t → t) or ``"from_end"`` (slot t of a row of n real
+            items → ``max_len - n + t``: what a row left-padded to ``max_len`` would use).
+        lengths: ``[B]`` real lengths (``<= max_len``).
+        width: T, the batch width (``<= max_len``).
+        max_len: rows of the position table.
+
+    Returns:
+        ``[T]`` for ``from_start`` (broadcast over the batch, so the default path is unchanged),
+        ``[B, T]`` for ``from_end``. Padding slots (t >= n) get index ``max_len - 1``: any valid
+        index would do, since no real position ever reads a padding slot.
+    """
+    steps = torch.arange(width, device=lengths.device)  # [T], 0 = oldest item
+    if scheme == "from_start":
+        return steps
+    shift = (max_len - lengths).unsqueeze(1)  # [B, 1]
+    return (steps.unsqueeze(0) + shift).clamp(max=max_len - 1)  # [B, T]
 
 
 def key_padding_mask(lengths: Tensor, width: int) -> Tensor:

@@ -59,6 +59,14 @@ class GeneratorConfig(HeadConfig):
         description="Most logits materialised at once in the full-softmax loss; None = auto "
         "(2 Mi, at least 256 rows, on CPU, where the chunk then stays in cache; 16 Mi on GPU).",
     )
+    mask_strategy: Literal["bernoulli", "count"] = Field(
+        "bernoulli",
+        description="bernoulli: each real position masked with probability γ, at least one per "
+        "row (the authors' 'prob', Toys/Yelp). count: exactly int(γ·n + 1) positions of a row of "
+        "n items, drawn uniformly without replacement, never the oldest item (the authors' "
+        "'sample', Sports/ML-1m; a one-item row masks its item). Applies to every pass of this "
+        "generator, including the masked substitution's.",
+    )
 
     def build(self, ctx: BuildContext) -> GeneratorHead:
         """Build the head and publish it as ``ctx.services["generator"]``."""
@@ -68,7 +76,7 @@ class GeneratorConfig(HeadConfig):
 
     def train_flops(self, shape: StepShape) -> float | None:
         """Its pass (3×; the last layer at the masked positions only) and its loss, 6·M·V·D."""
-        masked = expected_masked(shape.lengths, self.mask_ratio)
+        masked = expected_masked(shape.lengths, self.mask_ratio, self.mask_strategy)
         forward = self.encoder.forward_flops(shape.tokens, shape.width, masked)
         if forward is None:
             return None
@@ -76,7 +84,7 @@ class GeneratorConfig(HeadConfig):
 
     def fill_flops(self, shape: StepShape, mask_ratio: float) -> float:
         """A no-gradient pass at ``mask_ratio`` plus the argmax that fills S'' (2·M·N·D)."""
-        masked = expected_masked(shape.lengths, mask_ratio)
+        masked = expected_masked(shape.lengths, mask_ratio, self.mask_strategy)
         forward = self.encoder.forward_flops(shape.tokens, shape.width, masked) or 0.0
         return forward + 2.0 * masked * shape.num_items * shape.hidden
 
@@ -178,7 +186,8 @@ class GeneratorHead(Head):
     ) -> GeneratorOutput:
         frozen = torch.no_grad() if step.is_frozen(self.config.name) else contextlib.nullcontext()
         with frozen:
-            masked = draw_mask(step.generator, lengths, items.size(1), mask_ratio)  # [B, T]
+            draw = draw_mask if self.config.mask_strategy == "bernoulli" else draw_count_mask
+            masked = draw(step.generator, lengths, items.size(1), mask_ratio)  # [B, T]
             masked_items = items.masked_fill(masked, step.mask_token)  # [B, T]
             # Only the masked positions are scored, so the encoder's last block runs there only.
             positions, valid = selected_positions(masked)  # [B, K]
@@ -210,10 +219,38 @@ def draw_mask(generator: torch.Generator, lengths: Tensor, width: int, ratio: fl
     return masked | forced
 
 
-def expected_masked(lengths: np.ndarray, ratio: float) -> float:
-    """E[masked positions] of :func:`draw_mask`: γ per real position, plus one forced where a row drew none."""
+def expected_masked(lengths: np.ndarray, ratio: float, strategy: str = "bernoulli") -> float:
+    """E[masked positions] of a batch of ``lengths``.
+
+    ``bernoulli`` (:func:`draw_mask`): γ per real position, plus one forced where a row drew
+    none. ``count`` (:func:`draw_count_mask`): ``int(γ·n + 1)`` per row, at most ``n - 1``.
+    """
     n = lengths.astype(np.float64)
+    if strategy == "count":
+        return float(np.minimum(np.floor(ratio * n + 1), np.maximum(n - 1, 1)).sum())
     return float((ratio * n + (1.0 - ratio) ** n * (n > 0)).sum())
+
+
+def draw_count_mask(
+    generator: torch.Generator, lengths: Tensor, width: int, ratio: float
+) -> Tensor:
+    """``[B, T]`` bool: ``int(ratio·n + 1)`` real positions of each row, never position 0.
+
+    The count is capped at the ``n - 1`` eligible positions (rows of one item mask that item, so
+    every row still has a target). Positions are uniform without replacement: the ``count``
+    eligible slots with the smallest random keys.
+    """
+    device = lengths.device
+    slots = torch.arange(width, device=device).unsqueeze(0)  # [1, T]
+    eligible = (slots >= 1) & (slots < lengths.unsqueeze(1))  # [B, T]
+    single = (lengths == 1).unsqueeze(1) & (slots == 0)  # [B, T]: one-item rows
+    eligible = eligible | single
+    count = torch.floor(ratio * lengths.double() + 1).long()  # [B]
+    count = torch.minimum(count, eligible.sum(dim=1))
+    keys = torch.rand((lengths.size(0), width), generator=generator, device=generator.device)
+    keys = keys.to(device).masked_fill(~eligible, 2.0)  # ineligible slots sort last
+    rank = keys.argsort(dim=1).argsort(dim=1)  # [B, T] rank of each slot's key in its row
+    return (rank < count.unsqueeze(1)) & eligible
 
 
 @hookimpl

@@ -1,4 +1,4 @@
-"""Next-item head: L_Rec, cross-entropy of the next item at every real position.
+"""Next-item head: L_Rec, cross-entropy of the next item at every real position that has one.
 
 Paper: Zhou et al., "Equivariant Contrastive Learning for Sequential Recommendation" (L_Rec in
 Eq. 16); the all-position loss follows the authors' code, without its bug of training padding
@@ -52,6 +52,14 @@ class NextItemConfig(HeadConfig):
         description="None: full softmax over all items (the paper). An integer S: sampled "
         "softmax with S negatives shared by the batch and logQ correction (faster, less exact).",
     )
+    average_over: Literal["targets", "slots"] = Field(
+        "targets",
+        description="targets: mean over the positions that have a target (the paper). slots: "
+        "the same sum divided by B × max_len, the scale of the authors' code, whose loss is a "
+        "mean over every slot of the left-padded batch (its padding slots also learn to predict "
+        "the padding class; that part is not reproduced). Down-weights L_Rec by about the mean "
+        "row length / max_len (~0.11 on Sports) against the other heads.",
+    )
     sampler: Literal["uniform", "popularity"] = Field(
         "uniform",
         description="How sampled negatives are drawn: uniformly over items 1..N, or in "
@@ -63,11 +71,11 @@ class NextItemConfig(HeadConfig):
         return NextItemHead(self, ctx)
 
     def train_flops(self, shape: StepShape) -> float:
-        """The output projection at every real position: 6·P·C·D (C = N+1, or S+1 sampled)."""
+        """The output projection at every loss target: 6·P·C·D (C = N+1, or S+1 sampled)."""
         columns = shape.num_items + 1
         if self.sampled_negatives is not None:
             columns = self.sampled_negatives + 1
-        return 6.0 * shape.tokens * columns * shape.hidden
+        return 6.0 * shape.targets * columns * shape.hidden
 
 
 class NextItemHead(Head):
@@ -79,14 +87,19 @@ class NextItemHead(Head):
     def __init__(self, config: NextItemConfig, ctx: BuildContext) -> None:
         super().__init__()
         self.config = config
+        self.max_len = ctx.max_len
         probs = _sampling_probs(config, ctx)  # [N+1], 0 at index 0
         self.register_buffer("probs", probs, persistent=False)
         expected = probs * (config.sampled_negatives or 1)
         self.register_buffer("log_q", expected.clamp(min=1e-30).log(), persistent=False)
 
     def forward(self, step: Step) -> Tensor:
-        """Mean cross-entropy over real positions predicting ``step.batch.targets``."""
-        mask = step.batch.mask  # [B, T]
+        """Mean cross-entropy over real positions predicting ``step.batch.targets``.
+
+        Positions whose target is 0 carry no loss: padding, and in prefix examples every position
+        but a row's last (``train.examples.mode = "prefixes"``).
+        """
+        mask = step.batch.mask & (step.batch.targets > 0)  # [B, T]
         hidden = step.hidden[mask]  # [P, D]
         targets = step.batch.targets[mask]  # [P]
         if self.config.sampled_negatives is None:
@@ -98,6 +111,9 @@ class NextItemHead(Head):
             loss = sampled_softmax_cross_entropy(
                 hidden, step.item_weights, targets, negatives.to(hidden.device), self.log_q
             )
+        if self.config.average_over == "slots":
+            slots = step.batch.items.size(0) * self.max_len  # B × L, as a left-padded batch
+            return step.global_mean(loss * (targets.numel() / slots), slots)
         return step.global_mean(loss, targets.numel())
 
     def _draw_negatives(self, generator: torch.Generator, count: int) -> Tensor:
