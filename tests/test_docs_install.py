@@ -43,34 +43,19 @@ def snippet(language: str, marker: str) -> str:
     return found[0]
 
 
-def pip_install(source: Path, site: Path) -> None:
-    """Build ``source`` offline with this venv's setuptools and install it into ``site``."""
-    command = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation"]
-    command += ["--no-index", "--disable-pip-version-check", "--quiet", "--target", str(site)]
-    proc = subprocess.run(
-        [*command, str(source)], capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PIP_NO_INPUT": "1"},
-    )  # fmt: skip
-    assert proc.returncode == 0, f"pip install {source} failed:\n{proc.stdout}\n{proc.stderr}"
-
-
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def installed(
+    tmp_path_factory: pytest.TempPathFactory, eclsr_wheel_site: Path, pip_install
+) -> Path:
     """A work folder whose ``site/`` holds eclsr and the guide's package, both pip-installed."""
     work = tmp_path_factory.mktemp("docs-install")
-    source = work / "eclsr-src"  # a copy, so no build/ or egg-info lands in the repository
-    for name in ("core", "plugins"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(eclsr_wheel_site, work / "site")
     package = work / "eclsr-gaussian-noise"
     (package / "eclsr_gaussian_noise").mkdir(parents=True)
     module = snippet("python", "class GaussianNoiseConfig(MildAugmentationConfig)")
     (package / "eclsr_gaussian_noise" / "__init__.py").write_text(module)
     (package / "pyproject.toml").write_text(snippet("toml", "[project.entry-points.eclsr]"))
-    site = work / "site"
-    pip_install(source, site)
-    pip_install(package, site)
+    pip_install(package, work / "site")
     return work
 
 

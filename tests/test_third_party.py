@@ -176,31 +176,15 @@ threads = 1
 """
 
 
-def pip_install(source: Path, site: Path) -> None:
-    """Build ``source`` offline with this venv's setuptools and install it into ``site``."""
-    command = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation"]
-    command += ["--no-index", "--disable-pip-version-check", "--quiet", "--target", str(site)]
-    proc = subprocess.run(
-        [*command, str(source)], capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PIP_NO_INPUT": "1"},
-    )  # fmt: skip
-    assert proc.returncode == 0, f"pip install {source} failed:\n{proc.stdout}\n{proc.stderr}"
-
-
 @pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def work(tmp_path_factory: pytest.TempPathFactory, eclsr_wheel_site: Path, pip_install) -> Path:
     """A folder whose ``site/`` holds eclsr and the package, both pip-installed."""
     work = tmp_path_factory.mktemp("third-party")
-    source = work / "eclsr-src"
-    for name in ("core", "plugins"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(eclsr_wheel_site, work / "site")
     package = work / "eclsr-every-kind"
     (package / "eclsr_every_kind").mkdir(parents=True)
     (package / "eclsr_every_kind" / "__init__.py").write_text(PACKAGE)
     (package / "pyproject.toml").write_text(PYPROJECT)
-    pip_install(source, work / "site")
     pip_install(package, work / "site")
     (work / "recipe.toml").write_text(RECIPE)
     return work
