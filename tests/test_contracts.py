@@ -413,3 +413,45 @@ def test_a_docs_style_head_adds_up_with_built_ins_under_two_processes(registries
     losses = model.losses(step)
     assert set(losses) == {"next_item", "scalar_head"}
     assert total_loss(losses).dim() == 0
+
+
+class TwoTermHead(eclsr.Head):
+    """Returns a dict of two named losses."""
+
+    def forward(self, step):
+        states = step.hidden[step.batch.mask]
+        return {"norm": states.pow(2).mean(), "mean": states.mean().abs()}
+
+
+class TwoTermConfig(eclsr.HeadConfig):
+    """Two named terms under one weight."""
+
+    name: Literal["two_terms"] = "two_terms"
+
+    def build(self, ctx):
+        return TwoTermHead()
+
+
+def test_dict_losses_are_named_head_dot_key_and_the_weight_scales_each(registries):
+    from eclsr.engine.model import Model, total_loss
+
+    recipe = eclsr.validate_recipe(
+        {
+            "data": {"dataset": "synthetic", "max_len": 8},
+            "encoder": {"name": "sasrec", "hidden": 16, "layers": 1, "heads": 1},
+            "heads": [{"name": "next_item", "weight": 0}],
+        }
+    )
+    model = Model(recipe, testing.NUM_ITEMS, torch.ones(testing.NUM_ITEMS + 1))
+    model.heads.append(TwoTermHead())
+    model.head_configs.append(TwoTermConfig(weight=0.5))
+    model.head_names.append("two_terms")
+    step = eclsr.Step(
+        testing.tiny_batch(), model.encoder, model.item_embedding, testing.NUM_ITEMS,
+        torch.Generator(),
+    )  # fmt: skip
+    losses = model.losses(step)
+    assert set(losses) == {"two_terms.norm", "two_terms.mean"}
+    assert all(weight == 0.5 for weight, _ in losses.values())
+    expected = 0.5 * (losses["two_terms.norm"][1] + losses["two_terms.mean"][1])
+    torch.testing.assert_close(total_loss(losses), expected)

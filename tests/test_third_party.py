@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("pip") is None, reason="needs pip to install the packages"
 )
