@@ -53,19 +53,18 @@ def test_fast_dropout_statistics_and_eval_identity():
     assert layer(x) is x
 
 
-def test_keep_mask_float_path_equals_the_plain_formula_for_the_same_draws(monkeypatch):
-    import eclsr.ops.layers as layers
-    from eclsr.ops.layers import FastDropout, keep_mask
+def test_keep_mask_float_path_equals_the_plain_formula_for_the_same_draws():
+    from eclsr.ops.layers import FastDropout, float_dropout_masks, keep_mask
 
-    monkeypatch.setattr(layers, "_SIXTEEN_BIT_PRECISION", None)  # what CUDA tensors take
     x = torch.randn(64, 33, requires_grad=True)
-    torch.manual_seed(5)
-    mask = keep_mask(x, 0.3)
-    torch.manual_seed(5)
-    plain = (torch.rand_like(x) >= 0.3) * (1.0 / 0.7)
-    assert torch.equal(mask, plain)
-    torch.manual_seed(5)
-    y = FastDropout(0.3)(x)
+    with float_dropout_masks():  # what CUDA tensors take
+        torch.manual_seed(5)
+        mask = keep_mask(x, 0.3)
+        torch.manual_seed(5)
+        plain = (torch.rand_like(x) >= 0.3) * (1.0 / 0.7)
+        assert torch.equal(mask, plain)
+        torch.manual_seed(5)
+        y = FastDropout(0.3)(x)
     assert torch.equal(y, x * plain)
     y.sum().backward()
     assert torch.equal(x.grad, plain)  # the gradient is the mask itself

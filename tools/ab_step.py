@@ -23,6 +23,7 @@ import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -61,11 +62,11 @@ class Lever:
 
     def __init__(self, model: Model) -> None:
         self.model = model
+        self.float_masks: Any = None  # the open float_dropout_masks() block while "before"
         self.saved = {
             "attention": transformer.attention_with_dropout,
             "keep_mask": layers.keep_mask,
             "encode_at": transformer.TransformerEncoder.encode_at,
-            "sixteen_bit": layers._SIXTEEN_BIT_PRECISION,  # noqa: SLF001
             "add_to": layers.FastDropout.add_to,
             "configs": [head.config for head in model.heads],
         }
@@ -87,7 +88,12 @@ class Lever:
         )
 
     def _masks16(self, before: bool) -> None:
-        layers._SIXTEEN_BIT_PRECISION = None if before else self.saved["sixteen_bit"]  # noqa: SLF001
+        if before and self.float_masks is None:
+            self.float_masks = layers.float_dropout_masks()
+            self.float_masks.__enter__()
+        elif not before and self.float_masks is not None:
+            self.float_masks.__exit__(None, None, None)
+            self.float_masks = None
 
     def _addcmul(self, before: bool) -> None:
         layers.FastDropout.add_to = plain_add_to if before else self.saved["add_to"]

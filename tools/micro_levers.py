@@ -41,18 +41,17 @@ def median_seconds(variants: dict[str, Callable[[], object]], rounds: int) -> di
 
 def masks() -> None:
     """Per-element cost of one dropout mask, float path vs 16-bit path."""
-    saved = layers._SIXTEEN_BIT_PRECISION  # noqa: SLF001
 
-    def with_precision(x: torch.Tensor, precision: float | None) -> torch.Tensor:
-        layers._SIXTEEN_BIT_PRECISION = precision  # noqa: SLF001
-        return layers.keep_mask(x, 0.2)
+    def float_path(x: torch.Tensor) -> torch.Tensor:
+        with layers.float_dropout_masks():
+            return layers.keep_mask(x, 0.2)
 
     for shape in ((256, 50, 64), (512, 50, 50)):
         x = torch.empty(shape)
         seconds = median_seconds(
             {
-                "rand_like": lambda x=x: with_precision(x, None),
-                "16-bit": lambda x=x: with_precision(x, saved),
+                "rand_like": lambda x=x: float_path(x),
+                "16-bit": lambda x=x: layers.keep_mask(x, 0.2),
             },
             rounds=25,
         )
@@ -61,7 +60,6 @@ def masks() -> None:
             f"mask {list(shape)}: rand_like {per['rand_like']:.2f} ns/element, 16-bit "
             f"{per['16-bit']:.2f} ns/element ({per['rand_like'] / per['16-bit']:.2f}x)"
         )
-    layers._SIXTEEN_BIT_PRECISION = saved  # noqa: SLF001
 
 
 def five_pass_ce(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int):  # noqa: ANN201

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -57,8 +60,23 @@ def keep_mask(x: Tensor, p: float) -> Tensor:
 _LEVELS = 1 << 16
 # The 16-bit mask drops with probability threshold / 65536, within this relative distance of the
 # requested p (0.2 becomes 0.1999969); a rate it cannot honour so closely uses the float path.
-# Set to None to always use torch's generator.
+# None: always torch's generator (see float_dropout_masks).
 _SIXTEEN_BIT_PRECISION: float | None = 1e-4
+
+
+@contextlib.contextmanager
+def float_dropout_masks() -> Iterator[None]:
+    """Within the block, CPU dropout masks come from torch's generator, as on CUDA.
+
+    The switch A/B benchmarks and tests use to compare the two mask paths (instead of patching a
+    module global); the previous setting is restored on exit.
+    """
+    global _SIXTEEN_BIT_PRECISION  # noqa: PLW0603 — one process-wide engine setting
+    saved, _SIXTEEN_BIT_PRECISION = _SIXTEEN_BIT_PRECISION, None
+    try:
+        yield
+    finally:
+        _SIXTEEN_BIT_PRECISION = saved
 
 
 def _cpu_keep_mask(x: Tensor, threshold: int) -> Tensor:
