@@ -6,8 +6,35 @@ Programmatic entry points (:func:`load_recipe`, :func:`run`, ...) load on first 
 
 from __future__ import annotations
 
-from eclsr.api import *  # noqa: F403  (the component author's API, also at the top level)
-from eclsr.api import __all__ as _api_names
+import sys as _sys
+
+
+def _quiet_ctrl_c_while_the_cli_starts() -> None:
+    """For the ``eclsr`` command only: Ctrl-C while torch is imported prints one line, no traceback.
+
+    Importing this package takes seconds (torch), before the CLI's own handler runs. A library
+    must not change how its host program reports errors, so this applies only when the process
+    is the ``eclsr`` command (console script or ``python -m eclsr``), and only to KeyboardInterrupt.
+    """
+    argv = getattr(_sys, "orig_argv", [])
+    is_cli = _sys.argv[:1] and _sys.argv[0].rsplit("/", 1)[-1] == "eclsr"
+    if not (is_cli or argv[1:3] == ["-m", "eclsr"]):
+        return
+    previous = _sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, trace: object) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            _sys.stderr.write("interrupted\n")  # the exit status stays the SIGINT one (130)
+        else:
+            previous(kind, value, trace)  # type: ignore[arg-type]
+
+    _sys.excepthook = hook
+
+
+_quiet_ctrl_c_while_the_cli_starts()
+
+from eclsr.api import *  # noqa: E402, F403  (the component author's API, also at the top level)
+from eclsr.api import __all__ as _api_names  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,11 @@
 """``python -m eclsr``."""
 
-from eclsr.cli.main import main
+try:
+    from eclsr.cli.main import main
+except KeyboardInterrupt:  # Ctrl-C while the CLI is still being imported
+    import sys
+
+    sys.stderr.write("interrupted\n")
+    raise SystemExit(130) from None
 
 raise SystemExit(main())

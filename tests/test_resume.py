@@ -161,7 +161,9 @@ def test_existing_run_dir_is_not_overwritten(reference, tmp_path):
     recipe, ref = reference
     before = (ref / "results.json").read_bytes()
     proc = subprocess.run(_cmd(recipe, ref), capture_output=True, text=True, env=_env(tmp_path))
-    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    # --overwrite would delete its results: the advice is another --out or resume (issue 17)
+    assert proc.returncode == 2 and "another --out" in proc.stderr
+    assert "--overwrite" not in proc.stderr
     assert (ref / "results.json").read_bytes() == before
 
 

@@ -69,6 +69,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush stays quiet
         return 0
+    except OSError as exc:  # a file or folder the library did not anticipate: still located
+        if debug:
+            raise
+        _print_error(err, EclsrError(_os_error_text(exc)))
+        return EXIT_USAGE
+    except MemoryError:
+        if debug:
+            raise
+        text = "out of memory. Lower the sizes in the recipe (encoder.hidden, train.batch_size, eval.batch_size) or use a larger machine."
+        _print_error(err, EclsrError(text))
+        return EXIT_USAGE
+
+
+def _os_error_text(exc: OSError) -> str:
+    """One located sentence for an OSError: the path, the reason, what to do."""
+    where = " -> ".join(repr(str(f)) for f in (exc.filename, exc.filename2) if f is not None)
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return (
+        f"{where or 'a file operation'}: {reason}. Check that the path exists, that you may read "
+        "or write it, and that its disk has space."
+    )
 
 
 def _warning_printer(err: Console) -> Callable[..., None]:

@@ -116,6 +116,9 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
     from eclsr.engine.rundir import default_run_dir
     from eclsr.engine.train import run
 
+    if args.nproc < 1:
+        msg = f"--nproc must be a positive number of processes, got {args.nproc}; use --nproc 1 for one process."
+        raise EclsrError(msg)
     recipe = _recipe(args)  # validated before any process is started
     if args.nproc > 1 and "RANK" not in os.environ:
         return _launch_torchrun(args.nproc)
@@ -146,6 +149,8 @@ def cmd_resume(args: argparse.Namespace, out: Console) -> int:
     recipe_file = args.run_dir / "recipe.yaml"
     if not recipe_file.is_file():
         raise EclsrError(f"{args.run_dir} is not an eclsr run directory (no recipe.yaml).")
+    # Its plugin files are imported only when passed with --plugin (a run directory can come
+    # from anyone; importing a file runs its code).
     # Says which package a component came from when it is missing now (from plugins.json).
     recipe = load_run_recipe(args.run_dir, args.plugin_files)
     rank = maybe_init_distributed()

@@ -72,7 +72,10 @@ class ComponentConfig(BaseModel):
     default for every field.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+    # allow_inf_nan=False: inf/nan pass `gt=0` and similar checks, then poison training.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", allow_inf_nan=False, protected_namespaces=()
+    )
     kind: ClassVar[str] = "component"
     #: Services (e.g. ``"generator"``) this component needs some head of the recipe to provide.
     requires_services: ClassVar[tuple[str, ...]] = ()

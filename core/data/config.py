@@ -29,7 +29,8 @@ PREPROCESSING_FIELDS = (
 class DataConfig(BaseModel):
     """Which data to train on and how to cut it into sequences."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: inf/nan pass `gt=0` and similar checks, then poison training.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     dataset: str = Field(
         "synthetic",
@@ -41,8 +42,14 @@ class DataConfig(BaseModel):
     max_len: int = Field(
         50, ge=2, le=4096, description="Maximum sequence length L (most recent items kept)."
     )
-    synthetic_users: int = Field(2000, ge=10, description="Users of the synthetic dataset.")
-    synthetic_items: int = Field(500, ge=10, description="Items of the synthetic dataset.")
+    # Bounded: the generator allocates arrays of these sizes at once (a typo of 10**12 must be
+    # refused here, not end in an allocator failure).
+    synthetic_users: int = Field(
+        2000, ge=10, le=10_000_000, description="Users of the synthetic dataset."
+    )
+    synthetic_items: int = Field(
+        500, ge=10, le=10_000_000, description="Items of the synthetic dataset."
+    )
     reader: Any = Field(
         None,
         description='How to read the file: a reader component, e.g. {name = "csv", delimiter = ";"} '

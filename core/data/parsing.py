@@ -6,6 +6,8 @@ for, so a bad file still gets an error naming its file, line and problem.
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +15,14 @@ import numpy as np
 
 from eclsr.components.readers import Interactions
 from eclsr.errors import DataError
+
+#: A UTF-8 byte-order mark some editors write at the start of a file: not part of the first id.
+BOM = b"\xef\xbb\xbf"
+#: How an integer token must look: digits, an optional minus. Python's ``int`` (and numpy) also
+#: accept ``1_000``, `` 7`` and ``+7``, which another reader keeps as text: one rule for all.
+_INTEGER = re.compile(rb"-?[0-9]+")
+#: Text that is a missing value written out (pandas writes NaN ids as "nan"), not an id.
+_NULL_TEXT = frozenset({"", "nan", "none", "null", "<na>"})
 
 
 def require_file(path: Path) -> None:
@@ -43,7 +53,11 @@ def read_lines(path: Path, skip: int = 0) -> tuple[list[bytes], np.ndarray, int]
         lines skipped.
     """
     require_file(path)
-    raw = path.read_bytes().splitlines()[skip:]
+    try:
+        raw = path.read_bytes().removeprefix(BOM).splitlines()[skip:]
+    except OSError as exc:
+        msg = f"data file {str(path)!r} cannot be read ({exc.strerror}); check its permissions."
+        raise DataError(msg) from None
     keep = [i for i, line in enumerate(raw) if line.strip()]
     lines = [raw[i].strip() for i in keep]
     numbers = np.asarray(keep, dtype=np.int64) + 1 + skip
@@ -82,19 +96,120 @@ def to_numbers(
     """Convert a column of tokens to ``dtype`` (int64 or float64), naming the first bad line."""
     tokens = np.asarray(column)
     try:
-        return tokens.astype(dtype)
+        values = tokens.astype(dtype)
     except (ValueError, OverflowError):
-        pass
+        values = None
+    if values is not None and (dtype is not np.int64 or _plain_integers(tokens)):
+        return values
     kind = "an integer" if dtype is np.int64 else "a number"
     for index, token in enumerate(tokens.tolist()):
         try:
+            if dtype is np.int64 and not _is_integer(token):
+                raise ValueError(token)
             dtype(token) if dtype is not np.int64 else int(token)
         except (ValueError, OverflowError):
             where = f"{path}:{numbers[index]}" if numbers is not None else f"{path} row {index}"
             msg = f"{where}: column {name!r} must be {kind}, got {_show(token)}."
             raise DataError(msg) from None
+    if values is not None:
+        return values
     msg = f"{path}: column {name!r} could not be read as {kind}."
     raise DataError(msg)
+
+
+def _plain_integers(tokens: np.ndarray) -> bool:
+    """True when no token uses a form ``int`` accepts but the id rule does not (vectorised)."""
+    if tokens.dtype.kind not in "SU":
+        return tokens.dtype.kind in "iu"
+    marks = (b"_", b"+", b" ") if tokens.dtype.kind == "S" else ("_", "+", " ")
+    return not any((np.char.find(tokens, mark) >= 0).any() for mark in marks)
+
+
+def _is_integer(token: object) -> bool:
+    """True for the digits-only integer tokens of the id rule (no ``_``, ``+`` or spaces)."""
+    if isinstance(token, (int, np.integer)):
+        return True
+    raw = token.encode("utf-8", errors="replace") if isinstance(token, str) else bytes(token)  # type: ignore[arg-type]
+    return _INTEGER.fullmatch(raw) is not None
+
+
+def canonical_ids(
+    values: np.ndarray, lines: np.ndarray | None, source: str, role: str
+) -> np.ndarray:
+    """The one id rule of every reader: an id is its text, exactly as written.
+
+    Surrounding whitespace and a byte-order mark are not part of it; integers a binary format
+    stores are written in decimal. ``007`` and ``7`` are therefore two ids (reported when both
+    occur). A missing id (None, NaN, empty, or written out as ``nan``/``null``/``None``) is
+    refused with its line, and so is a fractional number used as an id.
+
+    Returns:
+        ``[n]`` int64 when every id is an integer value, else ``[n]`` str.
+    """
+    if values.dtype.kind in "iub":
+        return values.astype(np.int64)
+    if values.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
+        if bad.size:
+            _refuse_id(values[bad[0]], int(bad[0]), lines, source, role)
+        return values.astype(np.int64)
+    if values.dtype.kind == "S":
+        text = np.char.strip(np.char.decode(values, "utf-8", errors="replace"))
+    else:
+        text = np.asarray([_id_text(v) for v in values.tolist()], dtype=str)
+        text = np.char.strip(text)
+    text = np.char.lstrip(text, "\ufeff") if text.size else text
+    missing = np.flatnonzero(np.isin(np.char.lower(text), list(_NULL_TEXT))) if text.size else []
+    if len(missing):
+        first = int(missing[0])
+        _refuse_id(values[first], first, lines, source, role)
+    _report_same_number(text, lines, source, role)
+    return text
+
+
+def _id_text(value: object) -> str:
+    """One raw id of an object column as text (None and NaN become '' and are refused)."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return ""
+    if isinstance(value, float) and value == int(value):
+        return str(int(value))
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _refuse_id(value: object, row: int, lines: np.ndarray | None, source: str, role: str) -> None:
+    where = f"{source}:{lines[row]}" if lines is not None else f"{source} row {row}"
+    msg = (
+        f"{where}: the {role} id {_show(str(value))} is missing or not an id (ids are text or "
+        "whole numbers; a null, NaN, empty or fractional id is not). Fill it in or drop the row."
+    )
+    raise DataError(msg)
+
+
+def _report_same_number(text: np.ndarray, lines: np.ndarray | None, source: str, role: str) -> None:
+    """Warn when two different ids are the same integer (``007`` and ``7``): they stay apart."""
+    if not text.size:
+        return
+    digits = np.char.isdigit(np.char.lstrip(text, "-"))
+    if not digits.any() or digits.all() and not np.char.startswith(text, "0").any():
+        return  # no leading zeros possible: the fast common case
+    uniq, first = np.unique(text[digits], return_index=True)
+    rows = np.flatnonzero(digits)[first]
+    values = [int(t) for t in uniq.tolist()]
+    seen: dict[int, int] = {}
+    for index, value in enumerate(values):
+        if value in seen:
+            a, b = seen[value], index
+            where = f"lines {lines[rows[a]]} and {lines[rows[b]]}" if lines is not None else "rows"
+            warnings.warn(
+                f"{source}: {role} ids {str(uniq[a])!r} and {str(uniq[b])!r} ({where}) are the same number "
+                "written differently; they are kept as two different ids (an id is its text). "
+                "Write every id the same way if they are one.",
+                stacklevel=3,
+            )
+            return
+        seen[value] = index
 
 
 def _show(token: bytes | str) -> str:

@@ -19,10 +19,13 @@ Everything is vectorised numpy; memory stays proportional to the number of inter
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from eclsr.components.readers import Interactions
 from eclsr.data.config import DataConfig
+from eclsr.data.parsing import canonical_ids
 from eclsr.data.sequences import SequenceDataset
 from eclsr.errors import DataError
 
@@ -63,6 +66,7 @@ def k_core_mask(users: np.ndarray, items: np.ndarray, k_user: int, k_item: int) 
 
 def preprocess(inter: Interactions, config: DataConfig) -> tuple[SequenceDataset, dict[str, int]]:
     """Run the steps above; return the dataset and the row counts (read, dropped per reason, kept)."""
+    inter = canonical(inter)
     counts: dict[str, int] = {"rows read": len(inter)}
     counts.update({k: v for k, v in (inter.dropped or {}).items() if v})
     rows = np.flatnonzero(_filter_mask(inter, config, counts))
@@ -97,6 +101,31 @@ def preprocess(inter: Interactions, config: DataConfig) -> tuple[SequenceDataset
         data.split_points, cutoffs = time_split_points(inter, rows, users, offsets, config)
         data.protocol["time_cutoffs"] = cutoffs
     return data, counts
+
+
+def canonical(inter: Interactions) -> Interactions:
+    """``inter`` with ids under the one id rule and its timestamps checked (any reader).
+
+    Raises:
+        DataError: a missing id or a NaN/infinite timestamp, naming its line (or row).
+    """
+    users = canonical_ids(inter.users, inter.lines, inter.source, "user")
+    items = canonical_ids(inter.items, inter.lines, inter.source, "item")
+    if inter.timestamps is not None:
+        bad = np.flatnonzero(~np.isfinite(inter.timestamps))
+        if bad.size:
+            row = int(bad[0])
+            where = (
+                f"{inter.source}:{inter.lines[row]}"
+                if inter.lines is not None
+                else f"{inter.source} row {row}"
+            )
+            msg = (
+                f"{where}: timestamp {inter.timestamps[row]} is not a finite number ({bad.size} "
+                "such row(s)); it would put the event anywhere in the history. Fix or drop the rows."
+            )
+            raise DataError(msg)
+    return dataclasses.replace(inter, users=users, items=items)
 
 
 def _filter_mask(inter: Interactions, config: DataConfig, counts: dict[str, int]) -> np.ndarray:

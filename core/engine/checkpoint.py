@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,9 @@ from eclsr.errors import EclsrError, RecipeMigrationWarning
 CHECKPOINT_FORMAT = "eclsr-checkpoint-1"
 MANIFEST = "checkpoints.json"
 KEEP = 2  # the newest checkpoints kept; the older one is the fallback for a corrupt newest
+#: A manifest entry must name a checkpoint file inside the run directory itself: a crafted
+#: manifest could otherwise make eclsr read (or, when pruning, delete) any file on the machine.
+_ENTRY_FILE = re.compile(r"checkpoint-\d{5,}\.pt")
 
 
 def checkpoint_name(epoch: int) -> str:
@@ -48,20 +52,44 @@ def save_checkpoint(run_dir: Path, epoch: int, state: dict[str, Any]) -> None:
 
 
 def read_manifest(run_dir: Path) -> list[dict[str, Any]]:
-    """The manifest's entries, oldest first (empty when there is none)."""
+    """The manifest's entries, oldest first (empty when there is none).
+
+    Raises:
+        EclsrError: the manifest is unreadable, or an entry points outside the run directory.
+    """
     file = run_dir / MANIFEST
     if not file.is_file():
         return []
     try:
         entries = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         msg = f"{file} is not a readable checkpoint manifest ({exc}); the run cannot be resumed."
         raise EclsrError(msg) from None
-    return [e for e in entries if isinstance(e, dict) and {"file", "epoch", "sha256"} <= e.keys()]
+    if not isinstance(entries, list):
+        msg = f"{file} is not a checkpoint manifest (expected a list of entries); the run cannot be resumed."
+        raise EclsrError(msg)
+    usable = [e for e in entries if isinstance(e, dict) and {"file", "epoch", "sha256"} <= e.keys()]
+    for entry in usable:
+        if not isinstance(entry["file"], str) or not _ENTRY_FILE.fullmatch(entry["file"]):
+            msg = (
+                f"{file} names {entry['file']!r}, which is not a checkpoint file of this run "
+                "directory (entries must look like 'checkpoint-00003.pt', with no folder). "
+                "Refusing to read it: the manifest was edited or does not belong to this run."
+            )
+            raise EclsrError(msg)
+        if not isinstance(entry["epoch"], int) or not isinstance(entry["sha256"], str):
+            msg = f"{file}: entry {entry['file']!r} has a non-integer epoch or a non-text checksum; the manifest is damaged."
+            raise EclsrError(msg)
+    return usable
 
 
 def load_latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
-    """The newest checkpoint whose checksum matches, falling back (with a warning) to older ones."""
+    """The newest usable checkpoint, falling back (with a warning) to older ones.
+
+    A checkpoint is skipped when it is missing, its checksum differs, it cannot be loaded with
+    ``weights_only=True``, or its checksum matches but its contents are not a checkpoint's (an
+    edited or foreign file): in each case the previous one is tried.
+    """
     for entry in reversed(read_manifest(run_dir)):
         file = run_dir / entry["file"]
         try:
@@ -75,7 +103,61 @@ def load_latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
                 stacklevel=2,
             )
             continue
-        return rundir.load_state(file)
+        try:
+            state = rundir.load_state(file)
+        except EclsrError as exc:
+            warnings.warn(f"{exc} Using the previous one.", stacklevel=2)
+            continue
+        problem = checkpoint_problem(state)
+        if problem is not None:
+            warnings.warn(
+                f"checkpoint {file} cannot be used ({problem}); using the previous one",
+                stacklevel=2,
+            )
+            continue
+        return state
+    return None
+
+
+#: Each key of a checkpoint and the type(s) its value must have.
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "model": dict,
+    "optimizer": dict,
+    "torch_rng": torch.Tensor,
+    "cuda_rng": (list, tuple),
+    "step_generator": torch.Tensor,
+    "epoch": int,
+    "stage": int,
+    "stage_epoch": int,
+    "dropped": (list, tuple),
+    "stopper": (list, tuple),
+    "best_valid": dict,
+    "history": str,
+}
+
+
+def checkpoint_problem(state: object) -> str | None:
+    """What makes ``state`` unusable as a checkpoint of this format, or None when it looks right.
+
+    A checkpoint of another format is left to :func:`resume_checkpoint`, which names the version.
+    """
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a checkpoint dict"
+    if state.get("format") != CHECKPOINT_FORMAT:
+        return None
+    for key, kind in _FIELDS.items():
+        if key not in state:
+            return f"no {key!r} entry"
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            return f"{key!r} is a {type(state[key]).__name__}"
+    if len(state["stopper"]) != 3:
+        return "'stopper' must hold 3 values"
+    if not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        return "'model' holds values that are not tensors"
+    try:
+        json.loads(state["history"])
+    except ValueError:
+        return "'history' is not JSON"
     return None
 
 
@@ -148,13 +230,13 @@ def restore_state(
     try:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-    except (KeyError, RuntimeError, ValueError) as exc:
+        torch.set_rng_state(checkpoint["torch_rng"])
+        if checkpoint["cuda_rng"]:
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+        generator.set_state(checkpoint["step_generator"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         msg = f"the checkpoint in {out_dir} does not fit this recipe's model ({str(exc).splitlines()[0][:200]}). Resume with the recipe the run was started with."
         raise EclsrError(msg) from None
-    torch.set_rng_state(checkpoint["torch_rng"])
-    if checkpoint["cuda_rng"]:
-        torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
-    generator.set_state(checkpoint["step_generator"])
     state.epoch, state.stage, state.stage_epoch = (
         checkpoint["epoch"],
         checkpoint["stage"],
@@ -171,11 +253,14 @@ def restore_state(
     state.history = json.loads(checkpoint["history"])
     assert out_dir is not None
     best_file = out_dir / rundir.BEST
-    return (
-        rundir.load_state(best_file)["model"]
-        if best_file.is_file()
-        else copy.deepcopy(model.state_dict())
-    )
+    if not best_file.is_file():
+        return copy.deepcopy(model.state_dict())
+    loaded = rundir.load_state(best_file)
+    best_model = loaded.get("model") if isinstance(loaded, dict) else None
+    if not isinstance(best_model, dict):
+        msg = f"{best_file} holds no model weights, so the best epoch so far is lost; the run cannot be resumed. Its checkpoints and metrics are kept; start a new run with another --out."
+        raise EclsrError(msg)
+    return best_model
 
 
 def same_recipe(saved: Any, recipe: Any) -> bool:
@@ -205,9 +290,9 @@ def resume_checkpoint(out_dir: Path | None, recipe: Any) -> dict[str, Any] | Non
     if out_dir is None or not (out_dir / rundir.RECIPE).is_file():
         msg = f"--resume: {out_dir} is not an eclsr run directory (no {rundir.RECIPE}). Pass the --out of the run to resume."
         raise EclsrError(msg)
-    import yaml
+    from eclsr.recipe.load import parse_yaml
 
-    saved = yaml.safe_load((out_dir / rundir.RECIPE).read_text())
+    saved = parse_yaml(rundir.read_text(out_dir / rundir.RECIPE), str(out_dir / rundir.RECIPE))
     if not same_recipe(saved, recipe):
         msg = f"--resume: {out_dir} was started with a different recipe. Resume it with the same recipe and --set overrides (its resolved recipe is {out_dir / rundir.RECIPE})."
         raise EclsrError(msg)

@@ -19,6 +19,7 @@ from torch import Tensor
 from eclsr.data.batching import gather
 from eclsr.data.sequences import SequenceDataset
 from eclsr.data.splits import Windows
+from eclsr.errors import EclsrError
 
 TIE_RULES = {
     "strict": "rank = 1 + number of items scoring strictly higher than the target",
@@ -110,6 +111,7 @@ def rank_windows(
             the shards' arrays gives bit-identical ranks.
     """
     device = item_vectors.device
+    require_finite("item", item_vectors[1:])  # row 0, padding, may be -inf (pop)
     # Users sorted by history length, so each batch is trimmed to similar lengths (little padding).
     order = np.argsort(windows.length, kind="stable")
     ranks, scored = [], []
@@ -120,6 +122,7 @@ def rank_windows(
         history, length = gather(data.items, windows, rows)
         history_t = torch.from_numpy(history).to(device)
         users = user_fn(history_t, torch.from_numpy(length).to(device))  # [B, D]
+        require_finite("user", users)
         targets = torch.from_numpy(windows.target[rows]).to(device)
         excluded = history_t if exclude_seen else None
         ranks.append(
@@ -131,6 +134,17 @@ def rank_windows(
     if ranks:
         result[np.concatenate(scored)] = torch.cat(ranks).numpy()
     return result
+
+
+def require_finite(what: str, vectors: Tensor) -> None:
+    """Refuse NaN/inf vectors: NaN scores compare false, which would rank every target first."""
+    if not bool(torch.isfinite(vectors).all()):
+        msg = (
+            f"the model produces non-finite (NaN or inf) {what} vectors, so its scores mean "
+            "nothing and it is not ranked. Its weights diverged in training: retrain with a "
+            "lower train.lr or with train.grad_clip."
+        )
+        raise EclsrError(msg)
 
 
 @torch.no_grad()

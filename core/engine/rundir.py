@@ -6,9 +6,12 @@ half-written file that looks complete.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,9 @@ METRICS = "metrics.jsonl"
 RECIPE = "recipe.yaml"
 PLUGINS = "plugins.json"
 BEST = "best.pt"
+LOCK = ".eclsr.lock"
+#: Files whose loss would lose a user's work: never advise a command that deletes them.
+PRECIOUS = (RESULTS, METRICS, BEST, "ranks.npz", "checkpoint-*.pt")
 #: Files a run writes; --overwrite removes these (and nothing else) from a reused directory.
 OWNED_FILES = (
     RESULTS,
@@ -44,10 +50,11 @@ def default_run_dir(recipe_name: str) -> Path:
 def prepare_run_dir(path: Path, overwrite: bool) -> Path:
     """Create ``path``; refuse to reuse a non-empty directory unless ``overwrite``."""
     check_run_dir(path, overwrite)
-    path.mkdir(parents=True, exist_ok=True)
+    make_dirs(path)
     for stale in OWNED_FILES:  # --overwrite: a previous run's files must not mix with this one's
         for file in path.glob(stale):
             file.unlink()
+    remove_stale_temporaries(path)
     return path
 
 
@@ -56,21 +63,149 @@ def check_run_dir(path: Path, overwrite: bool) -> None:
     if path.exists() and not path.is_dir():
         msg = f"--out {str(path)!r} is a file, not a directory. Choose another path."
         raise EclsrError(msg)
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        msg = f"run directory {str(path)!r} already holds files. Choose another --out, or pass --overwrite to replace them."
+    if not path.is_dir() or overwrite:
+        return
+    try:
+        names = [p.name for p in path.iterdir() if p.name != LOCK]
+    except OSError as exc:
+        raise output_error(path, exc) from None
+    if not names:
+        return
+    precious = precious_files(path)
+    if precious:
+        msg = (
+            f"run directory {str(path)!r} already holds a run's results ({', '.join(precious[:4])}). "
+            "They are kept: choose another --out for a new run, or continue this one with "
+            "`eclsr resume` / --resume."
+        )
+    else:
+        msg = f"run directory {str(path)!r} already holds files ({', '.join(sorted(names)[:4])}). Choose another --out, or pass --overwrite to replace them."
+    raise EclsrError(msg)
+
+
+def check_restart(path: Path) -> None:
+    """Raise unless ``path`` (being resumed, with no usable checkpoint) can start over safely.
+
+    A run killed during its first epoch left only its recipe and an empty log: starting over
+    loses nothing. When metrics, checkpoints or results are there, they are kept and the user is
+    told to start the run fresh elsewhere; deleting them is never the advice.
+    """
+    precious = precious_files(path)
+    if precious:
+        msg = (
+            f"--resume: {str(path)!r} has no usable checkpoint, but it holds a run's files "
+            f"({', '.join(precious[:4])}); they are kept untouched. To train this recipe from "
+            "the start, run it with another --out."
+        )
         raise EclsrError(msg)
+
+
+def precious_files(path: Path) -> list[str]:
+    """Names of the files in ``path`` that hold a user's work (non-empty metrics, checkpoints...)."""
+    found = []
+    for pattern in PRECIOUS:
+        for file in sorted(path.glob(pattern)):
+            if file.is_file() and (file.name != METRICS or file.stat().st_size > 0):
+                found.append(file.name)
+    return found
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete the ``.NAME.*.tmp`` files an atomic write killed mid-way left behind.
+
+    Only call this while holding the run directory's lock: a live writer's temporary file
+    looks the same.
+    """
+    removed = []
+    for file in path.glob(".*.tmp"):
+        if file.is_file():
+            file.unlink(missing_ok=True)
+            removed.append(file)
+    return removed
+
+
+@contextlib.contextmanager
+def locked(path: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on run directory ``path`` (None: no lock) until the block ends.
+
+    Two processes writing one run directory (two ``--resume`` at once) would interleave epochs
+    and checkpoints; the second one is refused instead. The lock is an ``fcntl`` lock, so the
+    kernel releases it when its process exits, even when killed.
+    """
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    make_dirs(path)
+    try:
+        handle = (path / LOCK).open("a+")
+    except OSError as exc:
+        raise output_error(path / LOCK, exc) from None
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            msg = (
+                f"run directory {str(path)!r} is in use by another eclsr process (it holds "
+                f"{path / LOCK}). Wait for it to finish, or stop it first; two processes must not "
+                "write one run."
+            )
+            raise EclsrError(msg) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def output_error(path: Path, exc: OSError) -> EclsrError:
+    """A located error for an output ``path`` that cannot be written, with the usual fixes."""
+    reason = exc.strerror or str(exc)
+    hints = {
+        errno.ENOSPC: "the disk is full: free space or write elsewhere",
+        errno.EROFS: "the file system is read-only: write elsewhere",
+        errno.EACCES: "permission denied: write to a folder you own",
+        errno.EPERM: "permission denied: write to a folder you own",
+        errno.ENOTDIR: "a parent of it is a file, not a folder: choose another path",
+        errno.EEXIST: "a file is in the way of a folder: choose another path",
+    }
+    hint = hints.get(exc.errno or 0, "choose another location")
+    return EclsrError(f"cannot write {str(path)!r} ({reason}); {hint}.")
+
+
+def make_dirs(path: Path) -> None:
+    """``mkdir -p`` with a located error instead of an OSError traceback."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(path, exc) from None
+
+
+def read_text(path: Path) -> str:
+    """Text of a run-directory file; a located error when it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"{str(path)!r} cannot be read ({getattr(exc, 'strerror', None) or exc}); check its permissions, or the run directory is damaged."
+        raise EclsrError(msg) from None
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` via a temporary file in the same folder, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    make_dirs(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise output_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise output_error(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -83,10 +218,13 @@ def write_json(path: Path, value: Any) -> None:
 
 def append_jsonl(path: Path, value: Any) -> None:
     """Append one JSON line (flushed and fsynced)."""
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(value) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(value) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise output_error(path, exc) from None
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
@@ -105,6 +243,21 @@ def load_state(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         msg = f"checkpoint {str(path)!r} does not exist."
         raise EclsrError(msg) from None
-    except Exception as exc:  # truncated, corrupt or carrying code
-        msg = f"checkpoint {str(path)!r} cannot be loaded safely ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). It is corrupt, truncated, or not an eclsr checkpoint; nothing in it was executed."
+    except PermissionError:
+        msg = f"checkpoint {str(path)!r} cannot be read (permission denied); check its permissions."
         raise EclsrError(msg) from None
+    except Exception as exc:  # truncated, corrupt or carrying code
+        msg = f"checkpoint {str(path)!r} cannot be loaded safely ({_load_problem(exc)}). It is corrupt, truncated, or not an eclsr checkpoint; nothing in it was executed."
+        raise EclsrError(msg) from None
+
+
+def _load_problem(exc: Exception) -> str:
+    """Why torch refused a file, in our words.
+
+    torch's own message for a weights-only refusal advises re-running with ``weights_only=False``,
+    which would execute whatever the file carries: that advice is never passed on.
+    """
+    text = str(exc)
+    if "weights_only" in text or "Weights only" in text or "pickle" in type(exc).__name__.lower():
+        return "it holds Python objects other than tensors and plain values, which are refused"
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else 'unreadable'}"

@@ -8,7 +8,9 @@ run, so a benchmark times exactly what a run trains.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,7 +114,9 @@ def set_up_run(recipe: Any, data: SequenceDataset) -> RunSetup:
     device = resolve_device(train.device, rank)
     split = make_split(data, recipe.data.max_len)
     torch.manual_seed(recipe.seed)
-    model = Model(recipe, data.num_items, training_item_counts(data)).to(device)
+    check_model_memory(recipe, data.num_items, device)
+    with allocation_error(recipe, data.num_items):
+        model = Model(recipe, data.num_items, training_item_counts(data)).to(device)
     torch.manual_seed(recipe.seed + rank)
     if train.compile:
         model.encoder = torch.compile(model.encoder)  # type: ignore[assignment]
@@ -205,3 +209,88 @@ def check_finite(losses: Losses, epoch: int) -> None:
                 f"best checkpoint so far is kept. Lower train.lr, set train.grad_clip, or check the data."
             )
             raise EclsrError(msg)
+
+
+def check_finite_parameters(model: torch.nn.Module, epoch: int) -> None:
+    """Raise, naming the first parameter, when a weight is NaN or infinite after ``epoch``.
+
+    A loss can stay finite while the update it drives overflows the weights; such a model scores
+    every item NaN, which would rank every target first, so it is never evaluated or kept.
+    """
+    named = list(model.named_parameters())
+    if not named:
+        return
+    finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in named])  # one sync below
+    if bool(finite.all()):
+        return
+    for (name, _), ok in zip(named, finite.tolist(), strict=True):
+        if not ok:
+            msg = (
+                f"parameter {name!r} became non-finite (NaN or inf) during epoch {epoch}, although "
+                "every loss was finite. Training stopped; the best checkpoint so far is kept. "
+                "Lower train.lr or set train.grad_clip."
+            )
+            raise EclsrError(msg)
+
+
+#: Bytes per parameter while training: fp32 weight, gradient and Adam's two moments.
+TRAIN_BYTES_PER_PARAM = 16
+
+
+def estimate_model_bytes(recipe: Any, num_items: int) -> int:
+    """A lower bound of the training memory of the recipe's model, computed before allocating.
+
+    Counts the item table ((N+2) × hidden) and each encoder block (attention 4·D² and the
+    feed-forward 2·D·inner) at :data:`TRAIN_BYTES_PER_PARAM` bytes each; the real model only
+    adds to it, so a recipe refused by this estimate could never have trained.
+    """
+    encoder = recipe.encoder
+    hidden = int(getattr(encoder, "hidden", None) or 64)
+    layers = int(getattr(encoder, "layers", 1) or 1)
+    inner = int(getattr(encoder, "inner_size", hidden) or hidden)
+    params = (num_items + 2) * hidden + layers * (4 * hidden * hidden + 2 * hidden * inner)
+    return params * TRAIN_BYTES_PER_PARAM
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Total memory of ``device`` in bytes (None when unknown)."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[1])
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, RuntimeError, AttributeError):
+        return None
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB"
+
+
+def check_model_memory(recipe: Any, num_items: int, device: torch.device) -> None:
+    """Refuse, with the estimate, a model that cannot fit in the device's memory at all."""
+    need, have = estimate_model_bytes(recipe, num_items), device_memory(device)
+    if have is not None and need > have:
+        msg = (
+            f"the model needs at least {_gib(need)} to train ({num_items} items × encoder.hidden "
+            f"{getattr(recipe.encoder, 'hidden', None)}, weights + gradients + Adam state), but "
+            f"{device} has {_gib(have)} in all. Lower encoder.hidden, encoder.inner_size or "
+            "encoder.layers, or filter rare items (data.k_core)."
+        )
+        raise EclsrError(msg)
+
+
+@contextlib.contextmanager
+def allocation_error(recipe: Any, num_items: int) -> Iterator[None]:
+    """Turn an allocator failure while building the model into a located error with the estimate."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:
+        text = str(exc)
+        if not isinstance(exc, MemoryError) and "memory" not in text.lower():
+            raise
+        need = _gib(estimate_model_bytes(recipe, num_items))
+        msg = (
+            f"building the model ran out of memory (it needs at least {need}; {text.splitlines()[0][:160] if text else 'MemoryError'}). "
+            "Lower encoder.hidden, encoder.inner_size or encoder.layers, or use a larger machine."
+        )
+        raise EclsrError(msg) from None

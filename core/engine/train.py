@@ -38,7 +38,7 @@ from eclsr.engine.checkpoint import (
 from eclsr.engine.distributed import mean_over_ranks, sum_over_ranks, world
 from eclsr.engine.evaluate import TIE_RULES, metrics_from_ranks, popularity_ranks, rank_all
 from eclsr.engine.model import Model
-from eclsr.engine.setup import RunSetup, set_up_run
+from eclsr.engine.setup import RunSetup, check_finite_parameters, set_up_run
 from eclsr.errors import EclsrError, RunInterrupted
 
 
@@ -108,6 +108,30 @@ def run(
     progress: bool = True,
     command: str | None = None,
 ) -> RunResult:
+    """Train and evaluate the model a validated recipe describes (see :func:`_run`).
+
+    An existing run directory is locked for the whole run, so a second process resuming or
+    overwriting it at the same time is refused instead of interleaving epochs with this one.
+    """
+    writer = out_dir if world()[0] == 0 else None
+    with rundir.locked(writer if writer is not None and writer.is_dir() else None):
+        return _run(
+            recipe, out_dir, dataset=dataset, overwrite=overwrite, resume=resume,
+            console=console, progress=progress, command=command,
+        )  # fmt: skip
+
+
+def _run(
+    recipe: Any,
+    out_dir: Path | None = None,
+    *,
+    dataset: SequenceDataset | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    console: Console | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> RunResult:
     """Train and evaluate the model a validated recipe describes.
 
     Args:
@@ -128,8 +152,13 @@ def run(
     if train_cfg.tensorboard:
         _require_tensorboard()  # before anything is written
     checkpoint = resume_checkpoint(out_dir, recipe) if resume else None
+    if writer is not None and resume:
+        rundir.remove_stale_temporaries(writer)  # a write killed mid-way; we hold the lock
     if writer is not None and checkpoint is None:
-        rundir.check_run_dir(writer, overwrite)  # fail before the (slow) data load
+        if resume:  # killed before the first checkpoint: start over if nothing would be lost
+            rundir.check_restart(writer)
+        else:
+            rundir.check_run_dir(writer, overwrite)  # fail before the (slow) data load
     setup = set_up_run(recipe, dataset if dataset is not None else load_data(recipe))
     model, data = setup.model, setup.data
     state = TrainState(stopper=EarlyStopping(train_cfg.patience))
@@ -140,8 +169,8 @@ def run(
         )
         console.print(f"resuming {out_dir} at epoch {state.epoch} (stage {state.stage})")
     if writer is not None:
-        if checkpoint is None:
-            rundir.prepare_run_dir(writer, overwrite)
+        if checkpoint is None:  # a restart under --resume was checked to lose nothing
+            rundir.prepare_run_dir(writer, overwrite or resume)
         _write_preamble(writer, recipe)
         _rewrite_metrics(writer, state.history)
 
@@ -158,6 +187,7 @@ def run(
                 setup.new_optimizer()
                 continue
             record = train_one_epoch(setup, state, console, progress and rank == 0, stop)
+            check_finite_parameters(model, state.epoch)  # NaN weights would score every target 1st
             eval_start = time.perf_counter()
             valid, _ = evaluate_split(model, data, setup.valid_windows, recipe, setup.device)
             record["valid"] = valid

@@ -20,6 +20,10 @@ from eclsr.recipe.schema import recipe_model
 from eclsr.registry.manager import Registries, collect_registries, load_plugin_file
 
 _INDEX = re.compile(r"^(?P<key>[^\[\]]+)((?:\[\d+\])*)$")
+#: A recipe is a few kilobytes; these bounds stop a hostile file (a "billion laughs" alias bomb,
+#: a huge document) from hanging or exhausting memory when it is read, copied or written back.
+MAX_RECIPE_BYTES = 1 << 20
+MAX_RECIPE_NODES = 100_000
 
 
 def read_recipe_file(path: str | Path) -> dict[str, Any]:
@@ -31,9 +35,10 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
     text = _read_text(file)
     try:
         if file.suffix == ".toml":
+            _check_size(text, str(file))
             data: object = tomllib.loads(text)
         elif file.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
+            data = parse_yaml(text, str(file))
         else:
             msg = f"{file}: unknown recipe format {file.suffix!r}; use a .toml, .yaml or .yml file."
             raise RecipeError(msg)
@@ -51,6 +56,57 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
         )
         raise RecipeError(msg)
     return data
+
+
+def parse_yaml(text: str, source: str) -> object:
+    """Parse YAML with the safe loader, bounded in size and in alias expansion.
+
+    Raises:
+        RecipeError: not YAML, too large, or expanding (through ``&anchor``/``*alias``) into more
+            than :data:`MAX_RECIPE_NODES` values.
+    """
+    _check_size(text, source)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        msg = f"{source}: not valid YAML: {exc}"
+        raise RecipeError(msg) from None
+    except RecursionError:
+        msg = f"{source}: nested too deeply to be a recipe. Check its brackets and indentation."
+        raise RecipeError(msg) from None
+    if _expanded_size(data, {}) > MAX_RECIPE_NODES:
+        msg = (
+            f"{source}: its aliases (*name) expand to more than {MAX_RECIPE_NODES} values, far more "
+            "than any recipe holds (a YAML alias bomb?). Write the values out, or reuse fewer anchors."
+        )
+        raise RecipeError(msg)
+    return data
+
+
+def _check_size(text: str, source: str) -> None:
+    if len(text) > MAX_RECIPE_BYTES:
+        msg = f"{source}: {len(text)} characters, more than a recipe may hold ({MAX_RECIPE_BYTES}). Check that this is a recipe file."
+        raise RecipeError(msg)
+
+
+def _expanded_size(node: object, memo: dict[int, int]) -> int:
+    """Values in ``node`` once every alias is expanded; shared nodes are counted once per use.
+
+    Memoised by identity, so the cost is linear in the parsed (unexpanded) document.
+    """
+    if not isinstance(node, (dict, list)):
+        return 1
+    key = id(node)
+    if key not in memo:
+        memo[key] = 0  # a recursive alias counts as a leaf instead of looping forever
+        children = node.values() if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += _expanded_size(child, memo)
+            if total > MAX_RECIPE_NODES:
+                break  # already too big: no need to count the rest
+        memo[key] = total
+    return memo[key]
 
 
 def _read_text(file: Path) -> str:
@@ -96,9 +152,16 @@ def _split_path(path: str, override: str) -> list[str | int]:
 
 def _parse_value(raw: str) -> Any:
     try:
-        return yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         return raw
+    except RecursionError:
+        msg = f"--set value {raw[:40]!r}...: nested too deeply to be a recipe value."
+        raise RecipeError(msg) from None
+    if _expanded_size(value, {}) > MAX_RECIPE_NODES:  # anchors/aliases inside one --set value
+        msg = f"--set value {raw[:40]!r}...: its aliases expand to more than {MAX_RECIPE_NODES} values (a YAML alias bomb?)."
+        raise RecipeError(msg)
+    return value
 
 
 def _assign(node: Any, path: list[str | int], value: Any, override: str) -> None:
@@ -128,13 +191,19 @@ def _assign(node: Any, path: list[str | int], value: Any, override: str) -> None
 
 
 def validate_recipe(
-    data: Mapping[str, Any], source: str = "<recipe>", base_dir: Path | None = None
+    data: Mapping[str, Any],
+    source: str = "<recipe>",
+    base_dir: Path | None = None,
+    *,
+    load_plugins: bool = True,
 ) -> BaseModel:
     """Validate a recipe dict; raise :class:`RecipeError` listing every problem.
 
-    Plugin files named in ``plugins`` are loaded first so their components are valid.
+    Plugin files named in ``plugins`` are loaded first so their components are valid, unless
+    ``load_plugins`` is False: a recipe read from a run directory someone else wrote must not
+    run code, so its ``plugins`` list is kept as a record but nothing in it is imported.
     """
-    plugins = data.get("plugins")
+    plugins = data.get("plugins") if load_plugins else None
     for plugin in plugins if isinstance(plugins, list) else []:  # a wrong type is reported below
         if isinstance(plugin, str):
             load_plugin_file(Path(base_dir or ".") / plugin)

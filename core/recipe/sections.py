@@ -14,8 +14,16 @@ METRICS = ("recall", "ndcg", "mrr")
 MONITOR_PATTERN = re.compile(r"^valid\.(recall|ndcg|mrr)@(\d+)$")
 
 
+#: Largest seed: numpy's legacy seeding takes < 2**32 and torch's generators wrap beyond 2**63;
+#: 2**31 - 1 leaves room for the rank (and other small offsets) added to it.
+MAX_SEED = 2**31 - 1
+#: More CPU threads than any machine has only makes torch fail or crawl.
+MAX_THREADS = 1024
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: inf/nan pass `gt=0` and similar checks, then poison training.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class JointSchedule(_Section):
@@ -131,7 +139,10 @@ class TrainConfig(_Section):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
     threads: int | None = Field(
-        None, ge=1, description="CPU threads for torch; None = torch's default."
+        None,
+        ge=1,
+        le=MAX_THREADS,
+        description="CPU threads for torch; None = torch's default.",
     )
     amp: Literal["none", "bf16"] = Field(
         "none", description="bf16 autocast (GPU; measured on CPU)."
@@ -179,7 +190,13 @@ class EvalConfig(_Section):
 class RecipeBase(_Section):
     """Top-level recipe fields; the component sections are added from the registries."""
 
-    seed: int = Field(42, description="Seed of every random generator.")
+    seed: int = Field(
+        42,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed of every random generator (0 to 2**31 - 1: what torch and numpy accept, "
+        "with room for the per-rank offsets added to it).",
+    )
     name: str | None = Field(None, description="Run name; default: the recipe file's stem.")
     description: str = Field("", description="Free text.")
     plugins: list[str] = Field(

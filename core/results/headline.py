@@ -254,7 +254,12 @@ def _machine_lines(book: Path) -> list[str]:
     path = book / MACHINE_FILE
     if not path.is_file():
         return ["Machine: not recorded.", ""]
-    machine = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        machine = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return [f"Machine: {MACHINE_FILE} is damaged; not shown.", ""]
+    if not isinstance(machine, dict):
+        return [f"Machine: {MACHINE_FILE} is damaged; not shown.", ""]
     gpu = f", GPU {machine['cuda']}" if machine.get("cuda") else ", no GPU"
     return [
         f"Machine (recorded when the runs were collected): {machine.get('cpu')}, "

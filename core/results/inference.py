@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from pydantic import BaseModel
 
 from eclsr.data.sequences import SequenceDataset
 from eclsr.engine import rundir
+from eclsr.engine.evaluate import require_finite
 from eclsr.engine.model import Model
 from eclsr.errors import EclsrError, RecipeError
 
@@ -44,7 +46,7 @@ def read_run_file(run_dir: Path, name: str) -> str:
     if not path.is_file():
         msg = f"{str(run_dir)!r} has no {name}: it is not an eclsr run directory, or the run did not finish."
         raise EclsrError(msg)
-    return path.read_text(encoding="utf-8")
+    return rundir.read_text(path)
 
 
 def read_results(run_dir: Path, name: str = rundir.RESULTS) -> dict[str, Any]:
@@ -62,25 +64,34 @@ def read_results(run_dir: Path, name: str = rundir.RESULTS) -> dict[str, Any]:
 
 
 def load_run_recipe(run_dir: Path, plugin_files: Sequence[str | Path] = ()) -> BaseModel:
-    """Validate the run's resolved ``recipe.yaml`` with the plugins installed now."""
-    import yaml
+    """Validate the run's resolved ``recipe.yaml`` with the plugins installed now.
 
-    from eclsr.recipe.load import validate_recipe
+    The ``plugins = [...]`` files the recipe lists are never imported from here: a run directory
+    may come from someone else, and importing a file runs its code. Only the ``plugin_files`` the
+    user passes (``--plugin``) are loaded; the error names the listed ones that were not passed.
+    """
+    from eclsr.recipe.load import parse_yaml, validate_recipe
     from eclsr.registry.manager import load_plugin_file
 
     for file in plugin_files:
         load_plugin_file(file)
-    try:
-        data = yaml.safe_load(read_run_file(run_dir, rundir.RECIPE))
-    except yaml.YAMLError as exc:
-        msg = f"{str(run_dir / rundir.RECIPE)!r} is not valid YAML ({exc})."
-        raise EclsrError(msg) from None
+    source = str(run_dir / rundir.RECIPE)
+    data = parse_yaml(read_run_file(run_dir, rundir.RECIPE), source)
     if not isinstance(data, dict):
-        msg = f"{str(run_dir / rundir.RECIPE)!r} does not hold a recipe mapping."
+        msg = f"{source!r} does not hold a recipe mapping; the run directory is damaged."
         raise EclsrError(msg)
     try:
-        recipe = validate_recipe(data, source=str(run_dir / rundir.RECIPE))
+        recipe = validate_recipe(data, source=source, load_plugins=False)
     except RecipeError as exc:
+        unloaded = unloaded_plugins(data, plugin_files)
+        if unloaded:
+            msg = (
+                f"run {str(run_dir)!r} lists plugin files in its recipe.yaml that were not passed "
+                f"with --plugin: {', '.join(unloaded)}. Plugin files of a run directory are never "
+                f"imported automatically (they could run any code); pass --plugin PATH for each "
+                f"one you trust."
+            )
+            raise EclsrError(msg) from None
         missing = _missing_components(run_dir, data)
         if missing:
             msg = (
@@ -92,6 +103,15 @@ def load_run_recipe(run_dir: Path, plugin_files: Sequence[str | Path] = ()) -> B
         raise RecipeError(msg, exc.problems) from None
     _warn_version_changes(run_dir, data)
     return recipe
+
+
+def unloaded_plugins(recipe: dict[str, Any], plugin_files: Sequence[str | Path]) -> list[str]:
+    """Plugin files the recipe lists whose file name is not among the ``--plugin`` files."""
+    listed = recipe.get("plugins")
+    given = {Path(file).name for file in plugin_files}
+    if not isinstance(listed, list):
+        return []
+    return [str(p) for p in listed if isinstance(p, str) and Path(p).name not in given]
 
 
 def _recipe_names(node: object) -> set[str]:
@@ -176,11 +196,12 @@ def load_model(run_dir: Path, recipe: Any, data: SequenceDataset) -> Model:
     A finished run that trained 0 epochs (the pop baseline) has no ``best.pt``; its model is
     rebuilt from the recipe's seed exactly as the training loop built it.
     """
-    from eclsr.engine.setup import training_item_counts
+    from eclsr.engine.setup import allocation_error, training_item_counts
 
     with torch.random.fork_rng(devices=[]):  # the same init as eclsr.engine.train.run
         torch.manual_seed(recipe.seed)
-        model = Model(recipe, data.num_items, training_item_counts(data))
+        with allocation_error(recipe, data.num_items):
+            model = Model(recipe, data.num_items, training_item_counts(data))
     if not (run_dir / rundir.BEST).exists() and _trained_epochs(run_dir) == 0:
         return model.eval()  # epochs = 0 (e.g. pop): the untrained model is what was evaluated
     state = rundir.load_state(run_dir / rundir.BEST)
@@ -190,10 +211,10 @@ def load_model(run_dir: Path, recipe: Any, data: SequenceDataset) -> Model:
             f"{str(run_dir / rundir.BEST)!r} holds no model weights (expected a dict with 'model')."
         )
         raise EclsrError(msg)
-    weights = {key.replace("._orig_mod.", "."): value for key, value in weights.items()}
+    weights = {str(key).replace("._orig_mod.", "."): value for key, value in weights.items()}
     try:
         model.load_state_dict(weights)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:  # shapes, keys, types
         detail = " ".join(str(exc).split())[:400]
         msg = (
             f"the checkpoint of run {str(run_dir)!r} does not fit the model its recipe.yaml and "
@@ -303,6 +324,8 @@ class Recommender:
         encoder = self.model.encoder
         users = encoder.user_vectors(items, lengths).float()  # [B, D]
         table = encoder.item_vectors(self.model.item_embedding, self.data.num_items).float()
+        require_finite("user", users)
+        require_finite("item", table[1:])  # row 0, padding, may be -inf (pop)
         scores = users @ table.t()  # [B, N+1]
         scores[:, 0] = -torch.inf
         return scores
@@ -405,12 +428,31 @@ def evaluate_run(
 
     path = Path(run_dir)
     results = read_results(path)
-    target = torch.device(device or _recorded_device(results))
+    target = _usable_device(device or _recorded_device(results))
     rec = Recommender.from_run(path, device=target, plugin_files=plugin_files)
     windows = make_split(rec.data, rec.max_len).evaluation(split)
     metrics, ranks = evaluate_split(rec.model, rec.data, windows, rec.recipe, target)
     saved_ranks = _saved_ranks(path, split)
     return Evaluation(split, metrics, results.get(split, {}), ranks, saved_ranks, str(target))
+
+
+def _usable_device(name: str) -> torch.device:
+    """``name`` as a torch device that exists here; a located error otherwise."""
+    try:
+        target = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        msg = f"--device {name!r} is not a device name; use cpu, cuda or cuda:N."
+        raise EclsrError(msg) from None
+    if target.type == "cuda" and (
+        not torch.cuda.is_available() or (target.index or 0) >= torch.cuda.device_count()
+    ):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        msg = f"--device {name!r}: this machine has {count} CUDA device(s). Use --device cpu."
+        raise EclsrError(msg)
+    if target.type not in ("cpu", "cuda"):
+        msg = f"--device {name!r}: only cpu and cuda are supported."
+        raise EclsrError(msg)
+    return target
 
 
 def _recorded_device(results: dict[str, Any]) -> str:
@@ -424,5 +466,5 @@ def _saved_ranks(run_dir: Path, split: str) -> np.ndarray | None:
     try:
         with np.load(run_dir / "ranks.npz", allow_pickle=False) as saved:
             return saved[split] if split in saved.files else None
-    except (OSError, ValueError):
-        return None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None  # damaged or truncated: the re-scored ranks are shown without the comparison

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,21 +51,26 @@ class RunRecord:
 
 def load_run(path: str | Path) -> RunRecord:
     """Read a finished run directory (results, per-epoch history, resolved recipe)."""
-    import yaml
+    from eclsr.recipe.load import parse_yaml
 
     run_dir = Path(path)
     results = read_results(run_dir)
     history = []
     metrics_file = run_dir / rundir.METRICS
     if metrics_file.is_file():
-        for line in metrics_file.read_text(encoding="utf-8").splitlines():
+        # A damaged byte must not hide the epochs before it: undecodable text fails json below.
+        text = metrics_file.read_bytes().decode("utf-8", errors="replace")
+        for line in text.splitlines():
             try:
-                history.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 break  # a line cut short by a crash: the epochs before it stand
+            if not isinstance(record, dict):
+                break  # not an epoch record: the log is damaged from here on
+            history.append(record)
     try:
-        recipe = yaml.safe_load(read_run_file(run_dir, rundir.RECIPE))
-    except (EclsrError, yaml.YAMLError):
+        recipe = parse_yaml(read_run_file(run_dir, rundir.RECIPE), str(run_dir / rundir.RECIPE))
+    except EclsrError:
         recipe = None
     return RunRecord(run_dir, results, history, recipe if isinstance(recipe, dict) else {})
 
@@ -250,8 +256,8 @@ def load_ranks(run: RunRecord, split: str = "test") -> tuple[np.ndarray, np.ndar
     try:
         with np.load(path, allow_pickle=False) as saved:
             return saved["users"], saved[split]
-    except (OSError, KeyError, ValueError) as exc:
-        msg = f"{str(path)!r} cannot be read ({exc}); per-user comparisons need the ranks every run saves."
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        msg = f"{str(path)!r} cannot be read ({exc}); it is damaged or truncated. Per-user comparisons need the ranks every run saves: re-run `eclsr evaluate` on it, or restore the file."
         raise EclsrError(msg) from None
 
 

@@ -47,7 +47,7 @@ class ParquetReader:
         except ImportError:
             msg = f"reading {path} needs pyarrow: pip install 'eclsr[parquet]'."
             raise DataError(msg) from None
-        table = pq.read_table(path)
+        table = _read_table(pq, path)
         names = list(table.column_names)
         roles = pick_columns(names, self.config.columns, path)
         columns = [
@@ -55,6 +55,25 @@ class ParquetReader:
             for i in range(len(names))
         ]
         return interactions_from_columns(columns, roles, None, path, names)
+
+
+def _read_table(pq: object, path: Path) -> object:
+    """``pq.read_table(path)``; a file that is not Parquet (or is cut short) is a DataError."""
+    try:
+        import pyarrow
+
+        arrow_errors: tuple[type[BaseException], ...] = (pyarrow.ArrowException,)
+    except (ImportError, AttributeError):
+        arrow_errors = ()
+    try:
+        return pq.read_table(path)  # type: ignore[attr-defined]
+    except (OSError, ValueError, *arrow_errors) as exc:
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        msg = (
+            f"data file {str(path)!r} cannot be read as Parquet ({detail}). It is truncated, "
+            "damaged or in another format; set data.reader to the right format or restore the file."
+        )
+        raise DataError(msg) from None
 
 
 @hookimpl

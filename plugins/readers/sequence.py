@@ -47,14 +47,14 @@ class SequenceReader:
         if short.size:
             msg = f"{path}:{numbers[short[0]]}: a line needs a user id followed by at least one item id, got {lines[short[0]].decode(errors='replace')!r}."
             raise DataError(msg)
-        users = np.repeat(np.asarray([row[0] for row in rows]), counts)
+        first = np.asarray([row[0] for row in rows])
+        _refuse_repeated_users(first, numbers, path)
+        users = np.repeat(first, counts)
         tokens = list(chain.from_iterable(islice(row, 1, None) for row in rows))
         line_of = np.repeat(numbers, counts)
-        items = (
-            to_numbers(tokens, np.int64, line_of, path, "item")
-            if self.config.integer_items
-            else np.asarray(tokens)
-        )
+        items = np.asarray(tokens)
+        if self.config.integer_items:  # checked, but kept as text: the id rule of every reader
+            to_numbers(items, np.int64, line_of, path, "item")
         return Interactions(
             users,
             items,
@@ -63,6 +63,21 @@ class SequenceReader:
             chronological=True,
             dropped={"blank lines": blank},
         )
+
+
+def _refuse_repeated_users(users: np.ndarray, numbers: np.ndarray, path: Path) -> None:
+    """One line per user: a second line for a user would silently append to (or reorder) it."""
+    _, first, counts = np.unique(users, return_index=True, return_counts=True)
+    if (counts == 1).all():
+        return
+    repeated = users == users[first[np.flatnonzero(counts > 1)[0]]]
+    lines = numbers[repeated][:2]
+    msg = (
+        f"{path}:{lines[1]}: user {users[repeated][0].decode(errors='replace')!r} already has a "
+        f"line ({path}:{lines[0]}); a sequence file holds one line per user. Merge the lines in "
+        f"time order ({int((counts > 1).sum())} user(s) repeated)."
+    )
+    raise DataError(msg)
 
 
 @hookimpl
