@@ -113,6 +113,7 @@ def run(
     An existing run directory is locked for the whole run, so a second process resuming or
     overwriting it at the same time is refused instead of interleaving epochs with this one.
     """
+    out_dir = Path(out_dir) if out_dir is not None else None
     writer = out_dir if world()[0] == 0 else None
     with rundir.locked(writer if writer is not None and writer.is_dir() else None):
         return _run(
@@ -145,7 +146,6 @@ def _run(
         command: the command line that started the run, recorded in ``results.json``.
     """
     console = console or Console(stderr=True, soft_wrap=True)
-    out_dir = Path(out_dir) if out_dir is not None else None
     train_cfg = recipe.train
     rank, world_size = world()
     writer = out_dir if rank == 0 else None
