@@ -278,3 +278,27 @@ def test_report_writes_a_runnable_best_recipe_a_table_and_plots(tmp_path, capsys
     assert "Studies there: 'r'" in capsys.readouterr().err
     results = json.loads((out / "trials" / "trial-0000" / "results.json").read_text())
     assert results["recipe"] == "r-trial-0000"  # a normal run directory, collectable
+
+
+def test_paired_tunes_the_baseline_alike_and_tests_both_winners_over_seeds(tmp_path, capsys):
+    (tmp_path / "r.toml").write_text(RECIPE_TOML.replace("epochs = 2", "epochs = 1"))
+    baseline = RECIPE_TOML.replace("epochs = 2", "epochs = 1")
+    baseline = baseline.replace('[[heads]]\nname = "infonce"\nweight = 0.1\npooling_k = 3\n', "")
+    (tmp_path / "b.toml").write_text(baseline)
+    (tmp_path / "s.toml").write_text(SPACE_TOML)
+    out = tmp_path / "o"
+    argv = ["tune", str(tmp_path / "r.toml"), "--space", str(tmp_path / "s.toml"), "--trials", "2",
+            "--out", str(out), "--study", "r", "--paired", str(tmp_path / "b.toml"), "--seeds", "2"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "the baseline has no heads[1].weight" in printed
+    assert "p across seeds" in printed and "ndcg@10" in printed
+    storage = f"sqlite:///{out.resolve() / 'study.db'}"
+    base = optuna.load_study(study_name="r-baseline", storage=storage)
+    assert len(base.trials) == 2 and set(base.trials[0].params) == {"train.lr"}  # same budget
+    for model in ("tuned", "baseline"):
+        for seed in (3, 4):
+            results = json.loads(
+                (out / "paired" / model / f"seed-{seed}" / "results.json").read_text()
+            )
+            assert results["seed"] == seed

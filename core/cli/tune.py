@@ -83,6 +83,7 @@ def cmd_tune(args: argparse.Namespace, out: Console) -> int:
         raise EclsrError(f"--trials must be at least 1, got {args.trials}.")
     load_plugin_files(args)
     settings = _settings(args, args.target, args.study)
+    baseline = _baseline(args, out, settings) if args.paired is not None else None
     out.print(
         f"tuning {args.target} ({len(settings.space.params)} values, {settings.trials} trials, "
         f"{settings.workers} worker(s) × {settings.threads} threads) → {settings.out}; "
@@ -92,8 +93,8 @@ def cmd_tune(args: argparse.Namespace, out: Console) -> int:
     )
     study = tune(settings, on_trial=print_trial)
     _print_summary(out, study, settings)
-    if args.paired is not None:
-        _paired(args, out, settings)
+    if baseline is not None:
+        _paired(args, out, settings, baseline)
     return 0
 
 
@@ -251,5 +252,91 @@ def cmd_report(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
-def _paired(args: argparse.Namespace, out: Console, settings: Any) -> None:
-    raise EclsrError("--paired is not implemented yet.")
+def _baseline(args: argparse.Namespace, out: Console, settings: Any) -> Any:
+    """The baseline's study settings, checked before the first study starts."""
+    from eclsr.engine.model import check_build
+    from eclsr.recipe.load import recipe_data, validate_recipe
+    from eclsr.tune.paired import baseline_settings
+    from eclsr.tune.space import check_space
+
+    if args.seeds < 2:
+        raise EclsrError(f"--seeds must be at least 2 for the across-seed test, got {args.seeds}.")
+    file = args.paired
+    data = recipe_data(file, args.overrides)  # --set applies to both recipes: the same budget
+    recipe = validate_recipe(data, source=str(file), base_dir=file.parent)
+    check_build(recipe)
+    baseline, dropped = baseline_settings(settings, data, recipe, file.parent)
+    check_space(
+        baseline.space,
+        data,
+        recipe,
+        partial(validate_recipe, source=str(file), base_dir=file.parent),
+    )
+    if dropped:
+        out.print(
+            f"--paired: the baseline has no {', '.join(dropped)}; it is tuned over the other {len(baseline.space.params)} value(s).",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return baseline
+
+
+def _paired(args: argparse.Namespace, out: Console, settings: Any, baseline: Any) -> None:
+    """Tune the baseline, rerun both winners with the same seeds, print the tests."""
+    from eclsr.tune.paired import METRICS, compare, rerun_best
+    from eclsr.tune.study import tune
+
+    out.print(
+        f"tuning the baseline {args.paired} with the same budget → {baseline.out}", highlight=False
+    )
+    base_study = tune(baseline, on_trial=print_trial)
+    _print_summary(out, base_study, baseline)
+    from eclsr.tune.report import load_study
+
+    study = load_study(settings.study_name, settings.storage_url)
+    seeds = [settings.seed + i for i in range(args.seeds)]
+    out.print(f"rerunning both winners with seeds {seeds}", highlight=False)
+    paired_dir = settings.out / "paired"
+    tuned = rerun_best(study, paired_dir / "tuned", seeds, settings.threads, settings.base_dir)
+    base = rerun_best(
+        base_study, paired_dir / "baseline", seeds, baseline.threads, baseline.base_dir
+    )
+    outcome = compare(tuned, base, seeds, METRICS)
+    table = Table(
+        title=f"test split: B = tuned {args.target} vs A = tuned {args.paired} ({len(seeds)} seeds)"
+    )
+    for column in (
+        "metric",
+        "A mean ± sd",
+        "B mean ± sd",
+        "B − A",
+        "p per user (t)",
+        "p per user (W)",
+        "p across seeds (t)",
+    ):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for user, seed in zip(outcome.per_user, outcome.across_seeds, strict=True):
+        a, b = outcome.seed_means["baseline"][user.metric], outcome.seed_means["tuned"][user.metric]
+        table.add_row(
+            user.metric,
+            _mean_sd(a),
+            _mean_sd(b),
+            f"{user.diff:+.4f}",
+            f"{user.p_t:.2e}",
+            f"{user.p_w:.2e}",
+            f"{seed.p_t:.2e}",
+        )
+    target = out if out.is_terminal else Console(file=out.file, width=250, no_color=out.no_color)
+    target.print(table)
+    out.print(
+        f"per user: {outcome.per_user[0].n} users, each one's metric averaged over the seeds (paired t-test, Wilcoxon); "
+        f"across seeds: the {len(seeds)} seed means paired by seed (t-test). Runs: {paired_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _mean_sd(values: list[float]) -> str:
+    import statistics
+
+    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
