@@ -302,3 +302,18 @@ def test_paired_tunes_the_baseline_alike_and_tests_both_winners_over_seeds(tmp_p
                 (out / "paired" / model / f"seed-{seed}" / "results.json").read_text()
             )
             assert results["seed"] == seed
+
+
+def test_the_example_toys_space_fits_ecl_sr_and_its_shared_part_fits_sasrec():
+    from eclsr.recipe.load import recipe_data
+    from eclsr.tune.space import restrict
+
+    root = Path(__file__).resolve().parents[1]
+    space = read_space(root / "examples" / "tune" / "ecl-sr-toys.toml")
+    for name in ("ecl-sr-code", "sasrec-code"):
+        file = root / "recipes" / name / "toys.toml"
+        data = recipe_data(file)
+        recipe = validate_recipe(data, str(file), file.parent)
+        shared, dropped = restrict(space, recipe)
+        check_space(shared, data, recipe, validate_recipe)
+        assert bool(dropped) == (name == "sasrec-code")

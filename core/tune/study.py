@@ -297,7 +297,7 @@ def run_trial(trial: Any, settings: TuneSettings, cache: Any = None) -> float:
 
     def prune(epoch: int, record: dict[str, Any]) -> None:
         trial.report(record["valid"][metric], epoch)
-        if trial.should_prune():
+        if not last_epoch(epoch) and trial.should_prune():
             trial.set_user_attr(PRUNED_AT, epoch)
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
@@ -305,6 +305,12 @@ def run_trial(trial: Any, settings: TuneSettings, cache: Any = None) -> float:
         if settings.threads is not None:  # the split of cores among workers, not a tuned value
             data = {**data, "train": {**data.get("train", {}), "threads": settings.threads}}
         recipe = validate_recipe(data, source=f"trial {trial.number}", base_dir=settings.base_dir)
+        train = recipe.train
+
+        def last_epoch(epoch: int) -> bool:
+            """Pruning after the last epoch saves nothing and would throw the result away."""
+            return train.schedule.name != "two_stage" and epoch + 1 >= train.epochs
+
         dataset = cache.get(recipe) if cache is not None else None
         result = run(
             recipe,
