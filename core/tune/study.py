@@ -157,7 +157,7 @@ def open_study(settings: TuneSettings, worker: int = 0, storage: Any = None) -> 
     """
     optuna = require_optuna()
     storage = storage or open_storage(settings.storage_url, settings.heartbeat)
-    existing = _trial_count(optuna, storage, settings.study_name)
+    existing = _trial_count(storage, settings.study_name)
     sampler = optuna.samplers.TPESampler(seed=settings.seed + 7919 * worker + existing)
     study = optuna.create_study(
         study_name=settings.study_name,
@@ -178,7 +178,7 @@ def open_study(settings: TuneSettings, worker: int = 0, storage: Any = None) -> 
     return study
 
 
-def _trial_count(optuna: Any, storage: Any, name: str) -> int:
+def _trial_count(storage: Any, name: str) -> int:
     try:
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
@@ -198,11 +198,6 @@ def counts(trial: Any) -> bool:
     """Whether a trial uses up one unit of the budget (every trial but a lost one)."""
     state = trial.state.name
     return state != "FAIL" or ERROR in trial.user_attrs
-
-
-def counted(study: Any) -> int:
-    """Trials of the budget used: finished, failed with an error, running or waiting."""
-    return sum(counts(t) for t in study.get_trials(deepcopy=False))
 
 
 class TrialLock:
