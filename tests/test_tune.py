@@ -213,7 +213,7 @@ def test_two_workers_share_one_sqlite_study_and_run_exactly_n_trials(tmp_path):
 
 
 def test_resume_after_sigkill_finishes_the_remaining_trials(tmp_path):
-    (tmp_path / "r.toml").write_text(RECIPE_TOML.replace("epochs = 2", "epochs = 3"))
+    (tmp_path / "r.toml").write_text(RECIPE_TOML.replace("epochs = 2", "epochs = 8"))
     (tmp_path / "s.toml").write_text(SPACE_TOML)
     out = tmp_path / "o"
     argv = [sys.executable, "-m", "eclsr", "tune", str(tmp_path / "r.toml"), "--space",
@@ -224,10 +224,10 @@ def test_resume_after_sigkill_finishes_the_remaining_trials(tmp_path):
     url = f"sqlite:///{out.resolve() / 'study.db'}"
     try:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # kill once one trial finished and the next runs
-            time.sleep(0.2)
+        while time.monotonic() < deadline:  # kill once one trial finished and the next is
+            time.sleep(0.1)  # in its first epochs (8 in all: far from finishing)
             states = _states(url)
-            if "COMPLETE" in states and states[-1] == "RUNNING":
+            if "COMPLETE" in states and states[-1] == "RUNNING" and _epochs(url) in (1, 2):
                 break
             assert first.poll() is None, first.stdout.read().decode()[-2000:]
         os.kill(first.pid, signal.SIGKILL)
@@ -245,6 +245,12 @@ def test_resume_after_sigkill_finishes_the_remaining_trials(tmp_path):
     lost = [t for t in trials if not counts(t)]
     assert len(lost) == 1 and lost[0].number == len(killed) - 1  # only the running trial was lost
     assert len({t.number for t in trials}) == len(trials)
+
+
+def _epochs(url: str) -> int:
+    """Epochs the newest trial has reported."""
+    study = optuna.load_study(study_name="r", storage=url)
+    return len(study.get_trials(deepcopy=False)[-1].intermediate_values)
 
 
 def _states(url: str) -> list[str]:
@@ -317,3 +323,35 @@ def test_the_example_toys_space_fits_ecl_sr_and_its_shared_part_fits_sasrec():
         shared, dropped = restrict(space, recipe)
         check_space(shared, data, recipe, validate_recipe)
         assert bool(dropped) == (name == "sasrec-code")
+
+
+def test_sigterm_stops_the_study_with_exit_130_and_the_running_trial_is_lost(tmp_path):
+    (tmp_path / "r.toml").write_text(
+        RECIPE_TOML.replace("epochs = 2", "epochs = 200\npatience = 200")
+    )
+    (tmp_path / "s.toml").write_text(SPACE_TOML)
+    out = tmp_path / "o"
+    argv = [sys.executable, "-m", "eclsr", "tune", str(tmp_path / "r.toml"), "--space",
+            str(tmp_path / "s.toml"), "--trials", "2", "--out", str(out), "--study", "r"]  # fmt: skip
+    env = {**os.environ, "ECLSR_CACHE_DIR": str(tmp_path / "cache")}
+    study = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    url = f"sqlite:///{out.resolve() / 'study.db'}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not _reported(url):
+        time.sleep(0.2)
+        assert study.poll() is None, study.stderr.read()[-2000:]
+    study.send_signal(signal.SIGTERM)
+    _, err = study.communicate(timeout=120)
+    assert study.returncode == 130 and "Rerun the same `eclsr tune` command" in err
+    (trial,) = optuna.load_study(study_name="r", storage=url).get_trials()
+    assert trial.state.name == "FAIL" and not counts(trial)
+
+
+def _reported(url: str) -> bool:
+    try:
+        trials = optuna.load_study(study_name="r", storage=url).get_trials(deepcopy=False)
+    except Exception:  # not created yet
+        return False
+    return bool(trials and trials[0].intermediate_values)

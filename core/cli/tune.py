@@ -199,7 +199,7 @@ def cmd_report(args: argparse.Namespace, out: Console) -> int:
         trial_rows,
         write_plots,
     )
-    from eclsr.tune.study import sqlite_url
+    from eclsr.tune.study import counts, sqlite_url
 
     if args.study_arg is None:
         raise EclsrError(f"eclsr tune report needs the STUDY name. Usage:\n{USAGE}")
@@ -228,6 +228,9 @@ def cmd_report(args: argparse.Namespace, out: Console) -> int:
         )
     target = out if out.is_terminal else Console(file=out.file, width=250, no_color=out.no_color)
     target.print(table)
+    lost = sum(not counts(t) for t in study.get_trials(deepcopy=False))
+    if lost:
+        out.print(f"{lost} lost trial(s) (killed or interrupted, replaced on resume) not shown.")
     report = folder / "report"
     try:
         best = best_recipe_toml(study)

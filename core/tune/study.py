@@ -254,8 +254,9 @@ def run_worker(settings: TuneSettings, worker: int = 0, on_trial: OnTrial | None
         lock.release()  # the trial exists (RUNNING, counted): others may create theirs
         try:
             return run_trial(trial, settings, cache)
-        except RunInterrupted as exc:
-            interrupted.append(exc)
+        except RunInterrupted:
+            msg = f"interrupted: trial {trial.number} stopped and is lost (not counted). Rerun the same `eclsr tune` command to resume the study; a new trial replaces it."
+            interrupted.append(RunInterrupted(msg))
             raise  # recorded FAIL without `error`: lost, not counted
 
     callbacks = [lambda study, trial: on_trial(trial)] if on_trial is not None else []
