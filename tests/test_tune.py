@@ -278,6 +278,11 @@ def test_report_writes_a_runnable_best_recipe_a_table_and_plots(tmp_path, capsys
     best = tomllib.loads((out / "report" / "best.toml").read_text())
     assert best["name"] == "r-best" and best["train"]["epochs"] == 1
     assert validate_recipe(best).heads[1].weight == pytest.approx(best["heads"][1]["weight"])
+    from eclsr.engine.train import run
+
+    rerun = run(validate_recipe(best), progress=False).results["valid"]["ndcg@10"]
+    study = optuna.load_study(study_name="r", storage=f"sqlite:///{out.resolve() / 'study.db'}")
+    assert rerun == study.best_value  # the best recipe reproduces its trial exactly
     pngs = {p.name for p in (out / "report").glob("*.png")}
     assert {"history.png", "slice-train.lr.png", "slice-heads_1_.weight.png"} <= pngs
     assert main(["tune", "report", "nope", "--out", str(out)]) == 2
@@ -355,3 +360,13 @@ def _reported(url: str) -> bool:
     except Exception:  # not created yet
         return False
     return bool(trials and trials[0].intermediate_values)
+
+
+def test_the_sampler_is_seeded_the_same_seed_draws_the_same_values(tmp_path):
+    space = {"params": {"train.lr": {"type": "log-float", "low": 1e-4, "high": 1e-2}}}
+    recipe = {"train": {**RECIPE["train"], "epochs": 1}}
+    draws = []
+    for folder in ("a", "b"):
+        settings = _settings(tmp_path / folder, space, trials=2, seed=5, recipe=recipe)
+        draws.append([t.params for t in tune(settings).get_trials()])
+    assert draws[0] == draws[1] and draws[0][0] != draws[0][1]

@@ -86,7 +86,7 @@ def cmd_tune(args: argparse.Namespace, out: Console) -> int:
     baseline = _baseline(args, out, settings) if args.paired is not None else None
     out.print(
         f"tuning {args.target} ({len(settings.space.params)} values, {settings.trials} trials, "
-        f"{settings.workers} worker(s) × {settings.threads} threads) → {settings.out}; "
+        f"{settings.workers} worker(s) × {settings.threads or 'default'} threads) → {settings.out}; "
         f"storage {settings.storage_url}",
         highlight=False,
         soft_wrap=True,
@@ -103,7 +103,7 @@ def _settings(args: argparse.Namespace, recipe_file: Path | str, study: str | No
     from eclsr.engine.model import check_build
     from eclsr.recipe.load import recipe_data, validate_recipe
     from eclsr.tune.space import check_space, read_space
-    from eclsr.tune.study import TuneSettings, threads_per_worker
+    from eclsr.tune.study import TuneSettings
 
     file = Path(recipe_file)
     data = recipe_data(file, args.overrides)
@@ -113,9 +113,7 @@ def _settings(args: argparse.Namespace, recipe_file: Path | str, study: str | No
     check_space(
         space, data, recipe, partial(validate_recipe, source=str(file), base_dir=file.parent)
     )
-    threads = threads_per_worker(args.workers)
-    if recipe.train.threads is not None:
-        threads = min(threads, recipe.train.threads)
+    threads = _threads(args.workers, recipe.train.threads)
     name = study or recipe.name or file.stem
     return TuneSettings(
         recipe_data=data,
@@ -135,6 +133,17 @@ def _settings(args: argparse.Namespace, recipe_file: Path | str, study: str | No
         base_dir=file.parent,
         plugin_files=tuple(args.plugin_files),
     )
+
+
+def _threads(workers: int, recipe_threads: int | None) -> int | None:
+    """Torch threads per worker: the recipe's with one worker, so a trial and `eclsr run` of
+    its recipe compute alike; a share of the cores with several (W × threads ≤ cores)."""
+    from eclsr.tune.study import threads_per_worker
+
+    share = threads_per_worker(workers)  # also refuses more workers than cores
+    if workers == 1:
+        return recipe_threads
+    return share if recipe_threads is None else min(share, recipe_threads)
 
 
 def print_trial(trial: Any) -> None:
