@@ -283,12 +283,7 @@ def run_trial(trial: Any, settings: TuneSettings, cache: Any = None) -> float:
     from eclsr.engine.train import run
     from eclsr.recipe.load import validate_recipe
 
-    values = {param: param.suggest(trial) for param in settings.space.params}
-    data = with_values(settings.recipe_data, values)
-    data["name"] = f"{settings.study_name}-trial-{trial.number:04d}"
     run_dir = settings.out / "trials" / f"trial-{trial.number:04d}"
-    trial.set_user_attr(RECIPE, data)
-    trial.set_user_attr(RUN_DIR, str(run_dir))
     metric = monitor(settings.recipe_data)
 
     def prune(epoch: int, record: dict[str, Any]) -> None:
@@ -298,6 +293,11 @@ def run_trial(trial: Any, settings: TuneSettings, cache: Any = None) -> float:
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
     try:
+        values = {param: param.suggest(trial) for param in settings.space.params}
+        data = with_values(settings.recipe_data, values)
+        data["name"] = f"{settings.study_name}-trial-{trial.number:04d}"
+        trial.set_user_attr(RECIPE, data)
+        trial.set_user_attr(RUN_DIR, str(run_dir))
         if settings.threads is not None:  # the split of cores among workers, not a tuned value
             data = {**data, "train": {**data.get("train", {}), "threads": settings.threads}}
         recipe = validate_recipe(data, source=f"trial {trial.number}", base_dir=settings.base_dir)
