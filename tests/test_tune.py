@@ -148,6 +148,20 @@ def test_the_cli_exits_2_on_a_bad_space_before_any_trial(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--trials", "0"), ("--heartbeat", "0"), ("--timeout", "-1"), ("--workers", "999")],
+)
+def test_bad_numbers_on_the_command_line_exit_2(tmp_path, capsys, flag, value):
+    (tmp_path / "r.toml").write_text(RECIPE_TOML)
+    (tmp_path / "s.toml").write_text(SPACE_TOML)
+    argv = ["tune", str(tmp_path / "r.toml"), "--space", str(tmp_path / "s.toml"), "--trials", "2",
+            "--out", str(tmp_path / "o"), flag, value]  # fmt: skip
+    assert main(argv) == 2
+    assert flag in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_missing_optuna_names_the_extra(monkeypatch):
     import importlib.util
 
@@ -213,7 +227,10 @@ def test_two_workers_share_one_sqlite_study_and_run_exactly_n_trials(tmp_path):
 
 
 def test_resume_after_sigkill_finishes_the_remaining_trials(tmp_path):
-    (tmp_path / "r.toml").write_text(RECIPE_TOML.replace("epochs = 2", "epochs = 8"))
+    # 30 epochs of ~0.1 s: a wide window to kill a trial in, whatever the machine's load.
+    (tmp_path / "r.toml").write_text(
+        RECIPE_TOML.replace("epochs = 2", "epochs = 30\npatience = 30")
+    )
     (tmp_path / "s.toml").write_text(SPACE_TOML)
     out = tmp_path / "o"
     argv = [sys.executable, "-m", "eclsr", "tune", str(tmp_path / "r.toml"), "--space",
@@ -224,11 +241,13 @@ def test_resume_after_sigkill_finishes_the_remaining_trials(tmp_path):
     url = f"sqlite:///{out.resolve() / 'study.db'}"
     try:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # kill once one trial finished and the next is
-            time.sleep(0.1)  # in its first epochs (8 in all: far from finishing)
-            states = _states(url)
-            if "COMPLETE" in states and states[-1] == "RUNNING" and _epochs(url) in (1, 2):
-                break
+        while time.monotonic() < deadline:  # kill once one trial finished and the next
+            time.sleep(0.2)  # has trained a few of its 30 epochs
+            trials = _trials(url)
+            states = [t.state.name for t in trials]
+            if "COMPLETE" in states and states[-1] == "RUNNING":
+                if 0 < len(trials[-1].intermediate_values) < 20:
+                    break
             assert first.poll() is None, first.stdout.read().decode()[-2000:]
         os.kill(first.pid, signal.SIGKILL)
     finally:
@@ -247,18 +266,16 @@ def test_resume_after_sigkill_finishes_the_remaining_trials(tmp_path):
     assert len({t.number for t in trials}) == len(trials)
 
 
-def _epochs(url: str) -> int:
-    """Epochs the newest trial has reported."""
-    study = optuna.load_study(study_name="r", storage=url)
-    return len(study.get_trials(deepcopy=False)[-1].intermediate_values)
-
-
-def _states(url: str) -> list[str]:
+def _trials(url: str) -> list:
     try:
         study = optuna.load_study(study_name="r", storage=url)
     except Exception:  # not created yet
         return []
-    return [t.state.name for t in study.get_trials(deepcopy=False)]
+    return study.get_trials(deepcopy=False)
+
+
+def _states(url: str) -> list[str]:
+    return [t.state.name for t in _trials(url)]
 
 
 # --- report ------------------------------------------------------------------------------------

@@ -79,8 +79,6 @@ def cmd_tune(args: argparse.Namespace, out: Console) -> int:
     for flag, value in (("--space", args.space), ("--trials", args.trials)):
         if value is None:
             raise EclsrError(f"eclsr tune RECIPE needs {flag}. Usage:\n{USAGE}")
-    if args.trials < 1:
-        raise EclsrError(f"--trials must be at least 1, got {args.trials}.")
     load_plugin_files(args)
     settings = _settings(args, args.target, args.study)
     baseline = _baseline(args, out, settings) if args.paired is not None else None

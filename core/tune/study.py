@@ -89,6 +89,24 @@ class TuneSettings:
     base_dir: Path | None = None
     plugin_files: tuple[str, ...] = field(default_factory=tuple)
 
+    def __post_init__(self) -> None:
+        """Refuse numbers no study can run with, naming the flag."""
+        checks = [
+            ("--trials", self.trials, self.trials >= 1, "at least 1"),
+            ("--workers", self.workers, self.workers >= 1, "at least 1"),
+            ("--heartbeat", self.heartbeat, self.heartbeat >= 1, "at least 1 (seconds)"),
+            ("--timeout", self.timeout, self.timeout is None or self.timeout > 0, "positive"),
+            ("--pruner-startup", self.pruner_startup, self.pruner_startup >= 0, "0 or more"),
+            ("--pruner-warmup", self.pruner_warmup, self.pruner_warmup >= 0, "0 or more"),
+        ]
+        for flag, value, ok, want in checks:
+            if not ok:
+                msg = f"{flag} must be {want}, got {value}."
+                raise TuneError(msg)
+        if self.pruner not in PRUNERS:
+            msg = f"--pruner {self.pruner!r} is unknown; valid choices: {', '.join(PRUNERS)}."
+            raise TuneError(msg)
+
     @property
     def storage_url(self) -> str:
         """The storage URL, SQLite under ``out`` by default."""
@@ -119,18 +137,21 @@ def open_storage(url: str, heartbeat: int | None = None) -> Any:
     if url.startswith("sqlite:///"):
         kwargs = {"connect_args": {"timeout": 120}}
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
+    grace = 2 * heartbeat if heartbeat else None
+    for attempt in range(3):
+        try:
             return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=kwargs,
-                heartbeat_interval=heartbeat,
-                grace_period=2 * heartbeat if heartbeat else None,
+                url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=grace
             )
-    except Exception as exc:  # a bad URL, a missing driver, an unreachable server
-        msg = f"--storage {url!r} cannot be opened ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Use an SQLAlchemy URL such as sqlite:///study.db or postgresql://user@host/db."
-        raise TuneError(msg) from None
+        except Exception as exc:  # a bad URL, a missing driver, an unreachable server
+            # Two processes creating a new database's tables at once: one finds them half made
+            # ("table ... already exists"); a moment later they are all there.
+            if "already exists" in str(exc) and attempt < 2:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            msg = f"--storage {url!r} cannot be opened ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Use an SQLAlchemy URL such as sqlite:///study.db or postgresql://user@host/db."
+            raise TuneError(msg) from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def make_pruner(settings: TuneSettings) -> Any:
