@@ -321,6 +321,10 @@ def test_paired_tunes_the_baseline_alike_and_tests_both_winners_over_seeds(tmp_p
     printed = capsys.readouterr().out
     assert "the baseline has no heads[1].weight" in printed
     assert "p across seeds" in printed and "ndcg@10" in printed
+    storage_flag = f"--storage sqlite:///{out.resolve() / 'study.db'}"
+    assert (
+        f"report: eclsr tune report r-baseline --out {out / 'baseline'} {storage_flag}" in printed
+    )
     storage = f"sqlite:///{out.resolve() / 'study.db'}"
     base = optuna.load_study(study_name="r-baseline", storage=storage)
     assert len(base.trials) == 2 and set(base.trials[0].params) == {"train.lr"}  # same budget

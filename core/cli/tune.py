@@ -190,10 +190,12 @@ def _print_summary(out: Console, study: Any, settings: Any) -> None:
             highlight=False,
             soft_wrap=True,
         )
-    storage = "" if settings.storage else f" --out {settings.out}"
-    if settings.storage:
-        storage = f" --storage {settings.storage}"
-    out.print(f"report: eclsr tune report {settings.study_name}{storage}", highlight=False)
+    from eclsr.tune.study import sqlite_url
+
+    command = f"eclsr tune report {settings.study_name} --out {settings.out}"
+    if settings.storage_url != sqlite_url(settings.out / "study.db"):  # not the default there
+        command += f" --storage {settings.storage_url}"
+    out.print(f"report: {command}", highlight=False, soft_wrap=True)
 
 
 def cmd_report(args: argparse.Namespace, out: Console) -> int:
