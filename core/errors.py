@@ -41,3 +41,7 @@ class DataError(EclsrError):
 
 class RunInterrupted(EclsrError):
     """SIGINT/SIGTERM arrived: the run stopped after its last epoch checkpoint (resumable)."""
+
+
+class TuneError(EclsrError):
+    """A search space, study or storage of ``eclsr tune`` is invalid, or Optuna is missing."""

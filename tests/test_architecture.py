@@ -5,7 +5,7 @@
 - core/ never imports a specific plugin module, and nothing but the CLI imports ``eclsr.cli``.
 - The wings of core/ import each other in one direction only (no import loops, lazy imports
   inside functions included): ops → components → registry → data → recipe → engine → results →
-  cli.
+  tune → cli.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = {"eclsr", "eclsr.api"}
 #: Each wing may import only the wings listed before it (and the top-level modules).
-LAYERS = ["ops", "components", "registry", "data", "recipe", "engine", "results", "cli"]
+LAYERS = ["ops", "components", "registry", "data", "recipe", "engine", "results", "tune", "cli"]
 TOP_LEVEL = {"errors", "api", "testing", "__init__", "__main__"}
 
 

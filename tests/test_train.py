@@ -127,3 +127,30 @@ def test_run_accepts_a_str_out_dir(tmp_path):
     )
     result = run(recipe, str(tmp_path / "run"), progress=False)
     assert (tmp_path / "run" / "results.json").is_file() and result.run_dir == tmp_path / "run"
+
+
+def test_on_epoch_sees_every_epoch_and_may_stop_the_run():
+    data = generate(num_users=40, num_items=30, seed=3)
+    recipe = validate_recipe(
+        {
+            "seed": 1,
+            "data": {"dataset": "synthetic", "max_len": 10},
+            "encoder": {"name": "sasrec", "hidden": 16, "layers": 1, "heads": 1},
+            "heads": [{"name": "next_item"}],
+            "train": {"epochs": 2, "batch_size": 16, "monitor": "valid.ndcg@10"},
+        }
+    )
+    seen = []
+    plain = run(recipe, dataset=data, progress=False)
+    hooked = run(recipe, dataset=data, progress=False, on_epoch=lambda e, r: seen.append((e, r)))
+    assert [e for e, _ in seen] == [0, 1] and "ndcg@10" in seen[0][1]["valid"]
+    assert hooked.results["test"] == plain.results["test"]  # the hook changes no numbers
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch, record):
+        raise Stop
+
+    with pytest.raises(Stop):
+        run(recipe, dataset=data, progress=False, on_epoch=stop)

@@ -15,6 +15,7 @@ from eclsr.cli.data import add_data_commands
 from eclsr.cli.recipes import add_recipe_commands
 from eclsr.cli.results import add_results_command
 from eclsr.cli.runs import add_commands
+from eclsr.cli.tune import add_tune_command
 from eclsr.errors import EclsrError, RecipeError, RecipeMigrationWarning, RunInterrupted
 
 EXIT_USAGE = 2
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_command(sub)
     add_commands(sub)
     add_results_command(sub)
+    add_tune_command(sub)
     return parser
 
 

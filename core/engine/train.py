@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,7 @@ def run(
     console: Console | None = None,
     progress: bool = True,
     command: str | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Train and evaluate the model a validated recipe describes (see :func:`_run`).
 
@@ -144,6 +145,9 @@ def _run(
         console: where progress and epoch lines go (default: stderr).
         progress: show a live progress bar.
         command: the command line that started the run, recorded in ``results.json``.
+        on_epoch: called with ``(epoch, record)`` after each epoch is validated, logged and
+            checkpointed (on every rank). It may raise to stop the run (``eclsr tune`` prunes a
+            trial this way); the run directory then keeps that epoch's checkpoint, resumable.
     """
     console = console or Console(stderr=True, soft_wrap=True)
     train_cfg = recipe.train
@@ -213,6 +217,8 @@ def _run(
                 _log_epoch(console, record, metric)
             if board is not None:
                 _log_tensorboard(board, record)
+            if on_epoch is not None:  # last: a raise leaves a consistent, resumable run directory
+                on_epoch(record["epoch"], record)
 
     model.load_state_dict(best_state)
     test_windows, valid_windows, device = setup.test_windows, setup.valid_windows, setup.device

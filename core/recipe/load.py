@@ -225,12 +225,18 @@ def validate_recipe(
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> BaseModel:
     """Read a recipe file, apply ``--set`` overrides and validate it (one call for Python users)."""
     file = Path(path)
+    return validate_recipe(recipe_data(file, overrides), source=str(file), base_dir=file.parent)
+
+
+def recipe_data(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A recipe file as a dict with ``--set`` overrides and its default ``name`` (not validated)."""
+    file = Path(path)
     data = apply_overrides(read_recipe_file(file), overrides)
     data.setdefault(
         "name",
         file.stem if file.parent.name in ("recipes", "") else f"{file.parent.name}-{file.stem}",
     )
-    return validate_recipe(data, source=str(file), base_dir=file.parent)
+    return data
 
 
 def format_error(error: Mapping[str, Any], data: Mapping[str, Any], regs: Registries) -> str:
