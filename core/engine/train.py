@@ -119,7 +119,7 @@ def run(
     with rundir.locked(writer if writer is not None and writer.is_dir() else None):
         return _run(
             recipe, out_dir, dataset=dataset, overwrite=overwrite, resume=resume,
-            console=console, progress=progress, command=command,
+            console=console, progress=progress, command=command, on_epoch=on_epoch,
         )  # fmt: skip
 
 
@@ -133,6 +133,7 @@ def _run(
     console: Console | None = None,
     progress: bool = True,
     command: str | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Train and evaluate the model a validated recipe describes.
 
