@@ -190,11 +190,13 @@ def test_sequence_runs_are_unchanged_by_the_field():
     assert first["protocol"]["training_examples"] == {"mode": "sequence", "min_length": 1}
 
 
-def test_old_runs_without_the_stamp_compare_as_sequence():
+def test_training_examples_do_not_make_runs_incomparable():
+    """The mode is recorded, but it is a training choice: the evaluation protocol is the same."""
     new = {"dataset": "toys", "training_examples": {"mode": "sequence", "min_length": 1}}
-    assert protocol_differences({"dataset": "toys"}, new) == []
+    assert protocol_differences({"dataset": "toys"}, new) == []  # a run recorded before the key
     prefixes = {"dataset": "toys", "training_examples": {"mode": "prefixes", "min_length": 1}}
-    assert protocol_differences({"dataset": "toys"}, prefixes)
+    assert protocol_differences(new, prefixes) == []
+    assert protocol_differences({"dataset": "toys"}, {"dataset": "yelp"})
 
 
 def test_bench_reports_targets_for_prefixes(tmp_path):
