@@ -185,11 +185,13 @@ def test_sequence_runs_are_unchanged_by_the_field():
     assert first["protocol"]["training_examples"] == {"mode": "sequence", "min_length": 1}
 
 
-def test_old_runs_without_the_stamp_compare_as_sequence():
+def test_training_examples_do_not_make_runs_incomparable():
+    """The mode is recorded, but it is a training choice: the evaluation protocol is the same."""
     new = {"dataset": "toys", "training_examples": {"mode": "sequence", "min_length": 1}}
-    assert protocol_differences({"dataset": "toys"}, new) == []
+    assert protocol_differences({"dataset": "toys"}, new) == []  # a run recorded before the key
     prefixes = {"dataset": "toys", "training_examples": {"mode": "prefixes", "min_length": 1}}
-    assert protocol_differences({"dataset": "toys"}, prefixes)
+    assert protocol_differences(new, prefixes) == []
+    assert protocol_differences({"dataset": "toys"}, {"dataset": "yelp"})
 
 
 def test_bench_reports_targets_for_prefixes(tmp_path):
@@ -299,3 +301,46 @@ def test_count_strategy_is_what_the_generator_masks():
     out = head.generate(step, 0.2)
     assert out.masked.sum(dim=1).tolist() == [2, 2]
     assert not out.masked[:, 0].any()
+
+
+def loop_prefixes(n_train: int, max_len: int) -> list[tuple[int, int]]:
+    """(input start, input length) per target, written as a loop over one user's targets 1..n."""
+    return [(max(0, j - max_len), j - max(0, j - max_len)) for j in range(1, n_train + 1)]
+
+
+def loop_windows(n_train: int, max_len: int, min_length: int) -> list[tuple[int, int]]:
+    """The ML-1m description as a loop: the newest row, then older max_len chunks going back,
+    each kept while it has at least ``min_length`` inputs (items before target index ``n``)."""
+    if n_train < 1:
+        return []
+    rows = [(max(0, n_train - max_len), min(n_train, max_len))]
+    stop = n_train - max_len
+    while stop > 0:  # with max_len 50 and min_length 11: "while the rest has more than 10 items"
+        start = max(0, stop - max_len)
+        if stop - start >= min_length:
+            rows.append((start, stop - start))
+        stop = start
+    return rows
+
+
+@pytest.mark.parametrize("max_len", [3, 5, 50])
+@pytest.mark.parametrize("min_length", [1, 2, 11])
+def test_vectorised_rows_equal_the_loops(max_len, min_length):
+    rng = np.random.default_rng(max_len * 100 + min_length)
+    lengths = rng.integers(3, 140, size=40)
+    items = [list(range(1, n + 1)) for n in lengths]
+    data = from_sequences(items, num_items=200)
+    for mode, loop in (("prefixes", None), ("windows", loop_windows)):
+        windows = examples(data, mode, max_len, min_length if mode == "windows" else 1)
+        for u, n in enumerate(lengths):
+            mine = windows.users == u
+            got = sorted(
+                zip((windows.start[mine] - data.offsets[u]).tolist(), windows.length[mine].tolist())
+            )
+            n_train = int(n) - 3  # targets 1..n-3 (0-based item index)
+            expected = (
+                loop_prefixes(n_train, max_len)
+                if loop is None
+                else loop(n_train, max_len, min_length)
+            )
+            assert got == sorted(expected), (mode, u, n)

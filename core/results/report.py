@@ -85,17 +85,21 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-#: Protocol keys added after runs were recorded, with the value every earlier run had.
-PROTOCOL_BEFORE_KEYS = {"training_examples": {"mode": "sequence", "min_length": 1}}
+#: Protocol keys recorded for provenance that do not change what a metric means: how training
+#: rows were built is a training choice (the thing a protocol grid varies), while the split,
+#: ranking and metrics stay the same, so runs that differ only there remain comparable.
+PROTOCOL_TRAINING_KEYS = ("training_examples",)
 
 
 def protocol_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """``key: A → B`` for every (dotted) protocol key whose values differ.
+    """``key: A → B`` for every (dotted) evaluation-protocol key whose values differ.
 
-    A key of :data:`PROTOCOL_BEFORE_KEYS` missing from a run's protocol (a run recorded before
-    the key existed) counts as the value every such run had.
+    Keys of :data:`PROTOCOL_TRAINING_KEYS` are not compared (runs recorded before they existed
+    lack them too).
     """
-    flat_a, flat_b = flatten(PROTOCOL_BEFORE_KEYS | a), flatten(PROTOCOL_BEFORE_KEYS | b)
+    a = {k: v for k, v in a.items() if k not in PROTOCOL_TRAINING_KEYS}
+    b = {k: v for k, v in b.items() if k not in PROTOCOL_TRAINING_KEYS}
+    flat_a, flat_b = flatten(a), flatten(b)
     keys = sorted(set(flat_a) | set(flat_b))
     missing = "<missing>"
     return [

@@ -276,6 +276,7 @@ class TransformerEncoder(Encoder):
         x = self.item_embedding(items)  # [B, T, D]
         if input_offset is not None:
             x = x + input_offset  # [B, T, D]
+        lengths = lengths.to(items.device)
         steps = position_ids(self.positions, lengths, width, self.max_len)  # [T] or [B, T]
         x = self.dropout(self.norm(x + self.position_embedding(steps)))  # [B, T, D]
         attn_mask = None if self.causal else key_padding_mask(lengths, width)  # [B, 1, 1, T]
