@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import signal
 import threading
@@ -97,35 +98,27 @@ def evaluate_split(
     return metrics_from_ranks(ranks, recipe.eval.ks), ranks
 
 
+def _holding_the_run_lock(train: Callable[..., RunResult]) -> Callable[..., RunResult]:
+    """Lock an existing run directory for the whole run (see :func:`eclsr.engine.rundir.locked`).
+
+    A second process resuming or overwriting the same directory at the same time is then
+    refused instead of interleaving epochs with this one. ``out_dir`` may be a ``str``.
+    """
+
+    @functools.wraps(train)
+    def locked_run(recipe: Any, out_dir: Path | str | None = None, **options: Any) -> RunResult:
+        out_dir = Path(out_dir) if out_dir is not None else None
+        writer = out_dir if world()[0] == 0 else None
+        with rundir.locked(writer if writer is not None and writer.is_dir() else None):
+            return train(recipe, out_dir, **options)
+
+    return locked_run
+
+
+@_holding_the_run_lock
 def run(
     recipe: Any,
     out_dir: Path | str | None = None,
-    *,
-    dataset: SequenceDataset | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    console: Console | None = None,
-    progress: bool = True,
-    command: str | None = None,
-    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
-) -> RunResult:
-    """Train and evaluate the model a validated recipe describes (see :func:`_run`).
-
-    An existing run directory is locked for the whole run, so a second process resuming or
-    overwriting it at the same time is refused instead of interleaving epochs with this one.
-    """
-    out_dir = Path(out_dir) if out_dir is not None else None
-    writer = out_dir if world()[0] == 0 else None
-    with rundir.locked(writer if writer is not None and writer.is_dir() else None):
-        return _run(
-            recipe, out_dir, dataset=dataset, overwrite=overwrite, resume=resume,
-            console=console, progress=progress, command=command, on_epoch=on_epoch,
-        )  # fmt: skip
-
-
-def _run(
-    recipe: Any,
-    out_dir: Path | None = None,
     *,
     dataset: SequenceDataset | None = None,
     overwrite: bool = False,
@@ -139,7 +132,8 @@ def _run(
 
     Args:
         recipe: a validated recipe (from :func:`eclsr.load_recipe` / :func:`eclsr.validate_recipe`).
-        out_dir: run directory to write; None writes nothing. Under torchrun only rank 0 writes.
+        out_dir: run directory to write (locked while the run lasts); None writes nothing. Under
+            torchrun only rank 0 writes.
         dataset: use this data instead of loading ``recipe.data``.
         overwrite: allow a non-empty ``out_dir``.
         resume: continue the run in ``out_dir`` from its newest good checkpoint.
