@@ -23,7 +23,14 @@ from eclsr.cli.main import main  # noqa: E402
 from eclsr.errors import TuneError  # noqa: E402
 from eclsr.recipe.load import validate_recipe  # noqa: E402
 from eclsr.tune.space import check_space, parse_space, read_space  # noqa: E402
-from eclsr.tune.study import TuneSettings, counts, open_study, run_worker, tune  # noqa: E402
+from eclsr.tune.study import (  # noqa: E402
+    TuneSettings,
+    counts,
+    open_storage,
+    open_study,
+    run_worker,
+    tune,
+)
 
 RECIPE = {
     "seed": 3,
@@ -224,6 +231,44 @@ def test_two_workers_share_one_sqlite_study_and_run_exactly_n_trials(tmp_path):
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
     assert {t.state.name for t in trials} == {"COMPLETE"}
     assert len({t.user_attrs["run_dir"] for t in trials}) == 4
+
+
+@pytest.mark.parametrize(
+    "race",
+    [
+        "(sqlite3.OperationalError) table studies already exists",
+        "(sqlite3.IntegrityError) UNIQUE constraint failed: alembic_version.version_num",
+    ],
+)
+def test_opening_a_database_another_process_is_creating_waits_for_it(tmp_path, monkeypatch, race):
+    # Two workers started at once both create a fresh database's schema; the slower one fails
+    # with one of these errors (seen in CI) and must open the finished schema on a retry.
+    real = optuna.storages.RDBStorage
+    calls = []
+
+    def racing_storage(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise RuntimeError(race)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing_storage)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    assert len(calls) == 2 and storage.get_all_studies() == []
+
+
+def test_a_storage_error_that_is_no_race_is_reported_at_once(tmp_path, monkeypatch):
+    calls = []
+
+    def broken_storage(*args, **kwargs):
+        calls.append(args[0])
+        raise RuntimeError("(sqlite3.OperationalError) unable to open database file")
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", broken_storage)
+    with pytest.raises(TuneError, match="cannot be opened.*unable to open database file"):
+        open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    assert len(calls) == 1
 
 
 def test_resume_after_sigkill_finishes_the_remaining_trials(tmp_path):

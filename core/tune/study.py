@@ -138,20 +138,31 @@ def open_storage(url: str, heartbeat: int | None = None) -> Any:
         kwargs = {"connect_args": {"timeout": 120}}
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     grace = 2 * heartbeat if heartbeat else None
-    for attempt in range(3):
+    attempts = 5
+    for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=grace
             )
         except Exception as exc:  # a bad URL, a missing driver, an unreachable server
-            # Two processes creating a new database's tables at once: one finds them half made
-            # ("table ... already exists"); a moment later they are all there.
-            if "already exists" in str(exc) and attempt < 2:
+            if _lost_schema_creation_race(exc) and attempt < attempts - 1:
                 time.sleep(0.5 * (attempt + 1))
                 continue
             msg = f"--storage {url!r} cannot be opened ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Use an SQLAlchemy URL such as sqlite:///study.db or postgresql://user@host/db."
             raise TuneError(msg) from None
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _lost_schema_creation_race(exc: Exception) -> bool:
+    """Whether ``exc`` comes from another process creating the same new database's tables.
+
+    Two workers (or a worker and a monitor) that open a fresh database at once both try to
+    create Optuna's tables and stamp its schema version: the slower one finds a table that
+    "already exists" or a version row that breaks a UNIQUE constraint. A moment later the
+    schema is complete and opening it again succeeds.
+    """
+    text = str(exc)
+    return "already exists" in text or "UNIQUE constraint failed: alembic_version" in text
 
 
 def make_pruner(settings: TuneSettings) -> Any:
