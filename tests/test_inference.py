@@ -283,3 +283,55 @@ def test_untrained_runs_save_their_weights_and_evaluate(tmp_path, encoder):
     assert evaluate_run(out).matches
     row = Recommender.from_run(out).recommend([["1", "2"]], k=3)[0]
     assert len(row) == 3
+
+
+def test_evaluate_under_the_other_seen_item_rule_scores_without_comparing(run_dir, capsys):
+    kept = evaluate_run(run_dir)
+    excluded = evaluate_run(run_dir, exclude_seen=True)
+    assert excluded.saved == {} and excluded.saved_ranks is None
+    # Removing seen items from the ranking can only move a target up, and on this data
+    # (users repeat items rarely) it moves some.
+    assert (excluded.ranks <= kept.ranks).all() and (excluded.ranks < kept.ranks).any()
+    assert main(["evaluate", str(run_dir), "--exclude-seen", "yes"]) == 0
+    out = capsys.readouterr().out
+    assert "seen items excluded" in out and "nothing to compare with" in out
+    same = evaluate_run(run_dir, exclude_seen=False)  # the recorded rule: compared as before
+    assert same.matches and same.saved
+
+
+def test_rescored_run_is_a_run_folder_that_compare_and_collect_accept(run_dir, tmp_path, capsys):
+    out = tmp_path / "excluded"
+    assert main(["evaluate", str(run_dir), "--exclude-seen", "yes", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    original = json.loads((run_dir / "results.json").read_text())
+    assert results["protocol"]["exclude_seen"] is True
+    assert original["protocol"]["exclude_seen"] is False
+    assert results["rescored_from"] == str(run_dir.resolve())
+    assert results["command"].startswith(f"eclsr evaluate {run_dir} --exclude-seen yes --out")
+    assert results["test"] == evaluate_run(run_dir, exclude_seen=True).metrics
+    assert results["test"]["recall@10"] >= original["test"]["recall@10"]
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["eval"]["exclude_seen"] is True
+    assert not list(out.glob("*.pt"))  # small files only
+    capsys.readouterr()
+    assert main(["compare", str(run_dir), str(out)]) == 2  # the protocols differ: said, not hidden
+    assert "exclude_seen: False → True" in capsys.readouterr().err
+    assert main(["compare", str(run_dir), str(out), "--json", "--allow-protocol-mismatch"]) == 0
+    captured = capsys.readouterr()
+    assert "note: protocols differ" in captured.err and "exclude_seen" in captured.err
+    tests = json.loads(captured.out)
+    assert {t["metric"] for t in tests} >= {"recall@10", "ndcg@10"}
+    assert all(t["diff"] >= 0 for t in tests)
+    book = tmp_path / "book"
+    assert main(["results", "collect", str(out), "--into", str(book)]) == 0
+    assert (book / "synthetic" / "tiny-infer" / "seed-3" / "ranks.npz").is_file()
+
+
+def test_rescoring_refuses_an_existing_folder_and_a_missing_rule(run_dir, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    assert main(["evaluate", str(run_dir), "--exclude-seen", "yes", "--out", str(taken)]) == 2
+    assert main(["evaluate", str(run_dir), "--out", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--exclude-seen yes" in err and "Traceback" not in err
+    assert (taken / "keep.txt").read_text() == "mine" and not (tmp_path / "new").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -41,6 +42,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--split", choices=["test", "valid"], default="test")
     evaluate.add_argument(
         "--device", default=None, help="cpu, cuda (default: the run's, if available)"
+    )
+    evaluate.add_argument(
+        "--exclude-seen",
+        choices=["yes", "no"],
+        default=None,
+        help="score with seen items excluded from the ranking or not (default: the run's rule)",
+    )
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="NEW_DIR",
+        help="with --exclude-seen: write the re-scored run (results.json, ranks.npz) to this new folder",
     )
     evaluate.set_defaults(handler=cmd_evaluate)
 
@@ -80,6 +94,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--alpha", type=float, default=0.01, help="significance level (default 0.01)"
     )
     compare.add_argument("--json", action="store_true", help="print JSON")
+    compare.add_argument(
+        "--allow-protocol-mismatch",
+        action="store_true",
+        help="pair runs scored under different protocols (the differences are printed)",
+    )
     compare.set_defaults(handler=cmd_compare)
 
 
@@ -136,8 +155,12 @@ def cmd_evaluate(args: argparse.Namespace, out: Console) -> int:
     """``eclsr evaluate RUN_DIR``: re-score and compare with ``results.json``."""
     from eclsr.results.inference import evaluate_run
 
-    result = evaluate_run(args.run_dir, args.split, args.device, args.plugin_files)
-    table = Table(title=f"{args.run_dir}: {args.split} split on {result.device}")
+    exclude_seen = None if args.exclude_seen is None else args.exclude_seen == "yes"
+    if args.out is not None:
+        return _rescore(args, exclude_seen, out)
+    result = evaluate_run(args.run_dir, args.split, args.device, args.plugin_files, exclude_seen)
+    rule = "" if exclude_seen is None else f", seen items {'excluded' if exclude_seen else 'kept'}"
+    table = Table(title=f"{args.run_dir}: {args.split} split on {result.device}{rule}")
     for column in ("metric", "results.json", "re-scored", ""):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for key, value in result.metrics.items():
@@ -154,11 +177,41 @@ def cmd_evaluate(args: argparse.Namespace, out: Console) -> int:
             (result.saved_ranks == result.ranks).all()
         )
         out.print(f"per-user ranks identical to ranks.npz: {'yes' if same else '[red]no[/]'}")
+    if not result.saved:
+        out.print("the run recorded the other seen-item rule: nothing to compare with")
+        return 0
     if not result.matches:
         out.print(
             "[red]the re-scored metrics differ from results.json[/] (another device or library version?)"
         )
         return 1
+    return 0
+
+
+def _rescore(args: argparse.Namespace, exclude_seen: bool | None, out: Console) -> int:
+    """``eclsr evaluate RUN_DIR --exclude-seen yes|no --out NEW_DIR``: a re-scored run folder."""
+    import shlex
+
+    from eclsr.results.inference import rescore_run
+
+    if exclude_seen is None:
+        msg = "--out writes the run re-scored under another seen-item rule; add --exclude-seen yes or --exclude-seen no."
+        raise EclsrError(msg)
+    plugins = [arg for path in args.plugin_files for arg in ("--plugin", str(path))]
+    command = shlex.join(
+        ["eclsr", "evaluate", str(args.run_dir), *plugins, "--exclude-seen", args.exclude_seen]
+        + ["--out", str(args.out)]
+    )
+    results = rescore_run(
+        args.run_dir, args.out, exclude_seen, args.device, args.plugin_files, command
+    )
+    rule = "excluded" if exclude_seen else "kept"
+    table = Table(title=f"{args.run_dir} re-scored with seen items {rule} → {args.out}")
+    for column in ("metric", "valid", "test"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for key, value in results["test"].items():
+        table.add_row(key, f"{results['valid'].get(key, float('nan')):.6f}", f"{value:.6f}")
+    out.print(table)
     return 0
 
 
@@ -204,13 +257,17 @@ def cmd_report(args: argparse.Namespace, out: Console) -> int:
 
 def cmd_compare(args: argparse.Namespace, out: Console) -> int:
     """``eclsr compare RUN_A RUN_B``: paired tests over per-user metrics (B − A)."""
-    from eclsr.results.report import compare_runs, load_run
+    from eclsr.results.report import check_protocols, compare_runs, load_run
 
     if not 0 < args.alpha < 1:
         msg = f"--alpha must be between 0 and 1, got {args.alpha}."
         raise EclsrError(msg)
     metrics = args.metric or ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]
-    tests = compare_runs(load_run(args.run_a), load_run(args.run_b), metrics, args.split)
+    run_a, run_b = load_run(args.run_a), load_run(args.run_b)
+    differences = check_protocols([run_a, run_b], allow_mismatch=args.allow_protocol_mismatch)
+    for difference in differences:
+        print(f"note: protocols differ: {difference}", file=sys.stderr)
+    tests = compare_runs(run_a, run_b, metrics, args.split, args.allow_protocol_mismatch)
     if args.json:
         print(
             json.dumps(

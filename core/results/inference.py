@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -417,11 +418,14 @@ def evaluate_run(
     split: Literal["test", "valid"] = "test",
     device: str | None = None,
     plugin_files: Sequence[str | Path] = (),
+    exclude_seen: bool | None = None,
 ) -> Evaluation:
     """Re-score the run's best checkpoint on ``split`` with the recorded protocol.
 
     ``device`` defaults to the device the run recorded when it is available here, else CPU
-    (then metrics may differ from ``results.json`` in the last digits).
+    (then metrics may differ from ``results.json`` in the last digits). ``exclude_seen``
+    overrides the recipe's seen-item rule; when it differs from the recorded one there is
+    nothing to compare with, so ``saved`` is empty.
     """
     from eclsr.data.splits import make_split
     from eclsr.engine.train import evaluate_split
@@ -430,10 +434,79 @@ def evaluate_run(
     results = read_results(path)
     target = _usable_device(device or _recorded_device(results))
     rec = Recommender.from_run(path, device=target, plugin_files=plugin_files)
+    recipe = with_seen_items_rule(rec.recipe, exclude_seen)
     windows = make_split(rec.data, rec.max_len).evaluation(split)
-    metrics, ranks = evaluate_split(rec.model, rec.data, windows, rec.recipe, target)
+    metrics, ranks = evaluate_split(rec.model, rec.data, windows, recipe, target)
+    if recipe.eval.exclude_seen != rec.recipe.eval.exclude_seen:
+        return Evaluation(split, metrics, {}, ranks, None, str(target))
     saved_ranks = _saved_ranks(path, split)
     return Evaluation(split, metrics, results.get(split, {}), ranks, saved_ranks, str(target))
+
+
+def with_seen_items_rule(recipe: Any, exclude_seen: bool | None) -> Any:
+    """``recipe`` with ``eval.exclude_seen`` set (unchanged when ``exclude_seen`` is None)."""
+    if exclude_seen is None or exclude_seen == recipe.eval.exclude_seen:
+        return recipe
+    evaluation = recipe.eval.model_copy(update={"exclude_seen": exclude_seen})
+    return recipe.model_copy(update={"eval": evaluation})
+
+
+def rescore_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    exclude_seen: bool,
+    device: str | None = None,
+    plugin_files: Sequence[str | Path] = (),
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Score a trained run under another seen-item rule; write the result as a run directory.
+
+    Excluding seen items is an evaluation choice: the same weights answer both protocols, so
+    no training is repeated. ``out_dir`` gets what a finished run's comparison needs — a
+    ``results.json`` whose ``protocol`` records the new rule (and ``rescored_from`` the source),
+    the per-user ``ranks.npz`` of both splits, the resolved ``recipe.yaml`` with the rule
+    changed and the source's ``metrics.jsonl`` — so ``eclsr compare`` and ``eclsr results
+    collect`` treat it like any run. No checkpoint is copied; ``out_dir`` must not exist yet.
+    """
+    import yaml
+
+    source = Path(run_dir)
+    target = Path(out_dir)
+    if target.exists():
+        msg = f"--out {str(target)!r} already exists; the re-scored run needs a new folder (it never overwrites). Pick another path or remove that folder."
+        raise EclsrError(msg)
+    results = read_results(source)
+    evaluations = {
+        split: evaluate_run(source, split, device, plugin_files, exclude_seen)
+        for split in ("valid", "test")
+    }
+    rec_recipe = with_seen_items_rule(load_run_recipe(source, plugin_files), exclude_seen)
+    rescored = {
+        **results,
+        "valid": evaluations["valid"].metrics,
+        "test": evaluations["test"].metrics,
+        "device": evaluations["test"].device,
+        "protocol": {**results.get("protocol", {}), "exclude_seen": exclude_seen},
+        "rescored_from": str(source.resolve()),
+    }
+    if command is not None:
+        rescored["command"] = command
+    with np.load(source / "ranks.npz", allow_pickle=False) as saved:
+        users, valid_users = saved["users"], saved["valid_users"]
+    target.mkdir(parents=True)
+    np.savez_compressed(
+        target / "ranks.npz",
+        users=users,
+        test=evaluations["test"].ranks,
+        valid_users=valid_users,
+        valid=evaluations["valid"].ranks,
+    )
+    recipe_text = yaml.safe_dump(rec_recipe.model_dump(mode="json"), sort_keys=False)
+    rundir.atomic_write_bytes(target / rundir.RECIPE, recipe_text.encode())
+    if (source / rundir.METRICS).is_file():
+        shutil.copyfile(source / rundir.METRICS, target / rundir.METRICS)
+    rundir.write_json(target / rundir.RESULTS, rescored)
+    return rescored
 
 
 def _usable_device(name: str) -> torch.device:

@@ -266,10 +266,18 @@ def load_ranks(run: RunRecord, split: str = "test") -> tuple[np.ndarray, np.ndar
 
 
 def compare_runs(
-    run_a: RunRecord, run_b: RunRecord, metrics: Sequence[str], split: str = "test"
+    run_a: RunRecord,
+    run_b: RunRecord,
+    metrics: Sequence[str],
+    split: str = "test",
+    allow_mismatch: bool = False,
 ) -> list[PairedTest]:
-    """Paired tests (B − A) over per-user metrics; the runs' protocols must agree."""
-    check_protocols([run_a, run_b])
+    """Paired tests (B − A) over per-user metrics; the runs' protocols must agree.
+
+    ``allow_mismatch`` pairs runs whose protocols differ (say, one model scored with and
+    without seen items) when the users still match.
+    """
+    check_protocols([run_a, run_b], allow_mismatch)
     users_a, ranks_a = load_ranks(run_a, split)
     users_b, ranks_b = load_ranks(run_b, split)
     if not np.array_equal(users_a, users_b):
