@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 
@@ -22,7 +23,14 @@ from eclsr.results.report import (
     results_table,
     run_command,
 )
-from eclsr.results.stats import betainc, paired_tests, per_user_metric, ttest_rel, wilcoxon_normal
+from eclsr.results.stats import (
+    betainc,
+    paired_tests,
+    per_user_metric,
+    ttest_rel,
+    welch_ttest,
+    wilcoxon_normal,
+)
 
 
 @pytest.fixture(scope="module")
@@ -310,3 +318,28 @@ def test_results_table_reads_bare_results_files(runs, tmp_path):
     (kept / "broken.json").write_text("{")
     with pytest.raises(EclsrError, match="not valid JSON"):
         results_table([kept / "broken.json"])
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ([0.040, 0.041, 0.039], [0.045, 0.046, 0.044]),
+        ([0.0771, 0.0790], [0.0803, 0.0812, 0.0798]),
+        ([0.05, 0.06, 0.07, 0.02], [0.051, 0.049]),
+    ],
+)
+def test_welch_ttest_matches_scipy(a, b):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    t, df, p = welch_ttest(np.array(a), np.array(b))
+    expected = scipy_stats.ttest_ind(b, a, equal_var=False)
+    assert t == pytest.approx(expected.statistic, rel=1e-9)
+    assert p == pytest.approx(expected.pvalue, rel=1e-7)
+    assert df == pytest.approx(expected.df, rel=1e-9)
+
+
+def test_welch_ttest_edge_cases():
+    assert welch_ttest(np.array([0.1, 0.1]), np.array([0.1, 0.1])) == (0.0, math.inf, 1.0)
+    t, _, p = welch_ttest(np.array([0.1, 0.1]), np.array([0.2, 0.2]))
+    assert t == math.inf and p == 0.0
+    with pytest.raises(EclsrError, match="at least two seeds"):
+        welch_ttest(np.array([0.1]), np.array([0.2, 0.3]))

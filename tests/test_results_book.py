@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 
 import numpy as np
@@ -12,9 +13,16 @@ from eclsr.cli.main import main
 from eclsr.engine.train import run as train_run
 from eclsr.errors import EclsrError
 from eclsr.recipe.load import validate_recipe
-from eclsr.results.headline import GENERATED_MARK, load_book, model_name, render, significance
+from eclsr.results.headline import (
+    GENERATED_MARK,
+    across_seeds,
+    load_book,
+    model_name,
+    render,
+    significance,
+)
 from eclsr.results.report import load_run, run_command
-from eclsr.results.stats import paired_tests, per_user_metric
+from eclsr.results.stats import paired_tests, per_user_metric, welch_ttest
 
 
 def tiny_recipe(name: str, seed: int, infonce: bool) -> dict:
@@ -175,3 +183,39 @@ def test_pairs_add_tests_between_two_models(book, capsys):
     assert "absent" not in text  # a pair with a model the dataset lacks is skipped
     assert main(["results", "render", str(book), "--pair", "no-colon"]) == 2
     assert "joined by a colon" in capsys.readouterr().err
+
+
+def test_render_adds_a_test_across_seeds_when_both_models_have_two(book, tmp_path):
+    groups = {group.model: group for group in load_book(book)}
+    expected = across_seeds(groups["base"], groups["contrastive"], "recall@10")
+    values = {
+        model: [run.results["test"]["recall@10"] for run in group.runs]
+        for model, group in groups.items()
+    }
+    assert expected == welch_ttest(np.array(values["base"]), np.array(values["contrastive"]))[2]
+    text = render(book, baseline="base")
+    row = next(line for line in text.splitlines() if line.startswith("| contrastive | 120 |"))
+    assert f"seeds p={expected:.1e}" in row
+    assert "Welch's t-test over the seeds" in text
+    # with one seed of the baseline there is no spread to test against: the column is left out
+    single = tmp_path / "single"
+    shutil.copytree(book, single)
+    shutil.rmtree(single / "synthetic" / "base" / "seed-2")
+    one = {group.model: group for group in load_book(single)}
+    assert across_seeds(one["base"], one["contrastive"], "recall@10") is None
+    row = next(
+        line
+        for line in render(single, baseline="base").splitlines()
+        if line.startswith("| contrastive | 120 |")
+    )
+    assert "seeds p" not in row and "t p=" in row
+
+
+def test_the_significance_mark_needs_every_test_shown(book, monkeypatch):
+    import eclsr.results.headline as headline
+
+    monkeypatch.setattr(headline, "SIGNIFICANCE_ALPHA", 1.01)  # every p-value passes
+    assert " *" in render(book, baseline="base").split("| vs base |")[1].splitlines()[2]
+    monkeypatch.setattr(headline, "across_seeds", lambda a, b, metric: 1.02)
+    rows = render(book, baseline="base").split("| vs base |")[1].splitlines()
+    assert "seeds p=1.0e+00" in rows[2] and " *" not in rows[2]

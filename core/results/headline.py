@@ -34,7 +34,13 @@ from eclsr.results.report import (
     mean_std,
     run_command,
 )
-from eclsr.results.stats import PairedTest, have_scipy, paired_tests, per_user_metric
+from eclsr.results.stats import (
+    PairedTest,
+    have_scipy,
+    paired_tests,
+    per_user_metric,
+    welch_ttest,
+)
 
 MACHINE_FILE = "MACHINE.json"
 KEPT_FILES = (rundir.RESULTS, "ranks.npz", rundir.METRICS, rundir.RECIPE)
@@ -201,6 +207,15 @@ def significance(
     ]
 
 
+def across_seeds(baseline: ModelRuns, other: ModelRuns, metric: str) -> float | None:
+    """Welch's p for ``metric`` over each seed's test value; None without two seeds on each side."""
+    if len(baseline.runs) < 2 or len(other.runs) < 2:
+        return None
+    a = np.array([float(run.results["test"][metric]) for run in baseline.runs])
+    b = np.array([float(run.results["test"][metric]) for run in other.runs])
+    return welch_ttest(a, b)[2]
+
+
 def render(
     book: Path,
     paper_file: Path | None = None,
@@ -279,8 +294,11 @@ def _protocol_lines(groups: Sequence[ModelRuns]) -> list[str]:
         "epoch with the best validation value of the recipe's `train.monitor`.",
         "",
         f"Significance: two-sided paired t-test and Wilcoxon signed-rank test over per-user test "
-        f"metrics (per-user values averaged over seeds first), computed with {tests}; "
-        f"`*` marks p < {SIGNIFICANCE_ALPHA} in both.",
+        f"metrics (per-user values averaged over seeds first), computed with {tests}. Where "
+        "both models have two seeds or more, `seeds p` is Welch's t-test over the seeds' test "
+        "values: the per-user tests hold each trained model fixed, this one asks whether the "
+        f"difference exceeds the seed-to-seed spread. `*` marks p < {SIGNIFICANCE_ALPHA} in "
+        "every test shown.",
         "",
     ]
 
@@ -319,7 +337,7 @@ def _significance_lines(
     if base is None or not others:
         return [f"No significance tests: this dataset needs `{baseline}` and another model.", ""]
     header = ["vs " + baseline, "users", *metrics]
-    rows = [_test_row(other.model, significance(base, other, metrics)) for other in others]
+    rows = [_test_row(other.model, base, other, metrics) for other in others]
     return [_row(header), "|" + "---|" * len(header), *rows, ""]
 
 
@@ -331,18 +349,23 @@ def _pair_lines(
     if not present:
         return []
     header = ["B vs A", "users", *metrics]
-    rows = [
-        _test_row(f"{b} vs {a}", significance(by_model[a], by_model[b], metrics))
-        for a, b in present
-    ]
+    rows = [_test_row(f"{b} vs {a}", by_model[a], by_model[b], metrics) for a, b in present]
     return [_row(header), "|" + "---|" * len(header), *rows, ""]
 
 
-def _test_row(label: str, tests: Sequence[PairedTest]) -> str:
+def _test_row(label: str, a: ModelRuns, b: ModelRuns, metrics: Sequence[str]) -> str:
+    """One row of tests of ``b`` against ``a``: per-user paired tests, and across seeds."""
+    tests = significance(a, b, metrics)
     cells = [label, str(tests[0].n)]
     for test in tests:
-        mark = " *" if max(test.p_t, test.p_w) < SIGNIFICANCE_ALPHA else ""
-        cells.append(f"{test.diff:+.4f} (t p={test.p_t:.1e}, W p={test.p_w:.1e}){mark}")
+        p_values = [test.p_t, test.p_w]
+        text = f"{test.diff:+.4f} (t p={test.p_t:.1e}, W p={test.p_w:.1e}"
+        p_seeds = across_seeds(a, b, test.metric)
+        if p_seeds is not None:
+            p_values.append(p_seeds)
+            text += f", seeds p={p_seeds:.1e}"
+        mark = " *" if max(p_values) < SIGNIFICANCE_ALPHA else ""
+        cells.append(f"{text}){mark}")
     return _row(cells)
 
 

@@ -112,6 +112,31 @@ def ttest_rel(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return t, min(1.0, betainc(df / 2.0, 0.5, df / (df + t * t)))
 
 
+def welch_ttest(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """Welch's unequal-variance t-test of ``mean(b) - mean(a)``: ``(t, df, two-sided p)``.
+
+    Used across seeds, where each sample holds one value per seed (say, each seed's test
+    Recall@10): the per-user tests treat one training run as fixed and ignore how much the
+    metric moves from seed to seed; this one asks whether the difference exceeds that spread.
+    Needs at least two values on each side. When neither side varies the difference is
+    certain (p 0) or absent (p 1).
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or b.ndim != 1 or a.size < 2 or b.size < 2:
+        msg = f"a test across seeds needs at least two seeds per model, got {a.size} and {b.size}."
+        raise EclsrError(msg)
+    diff = float(b.mean() - a.mean())
+    var_a, var_b = float(a.var(ddof=1)) / a.size, float(b.var(ddof=1)) / b.size
+    spread = var_a + var_b
+    if spread == 0.0:
+        return (
+            (0.0, math.inf, 1.0) if diff == 0.0 else (math.copysign(math.inf, diff), math.inf, 0.0)
+        )
+    t = diff / math.sqrt(spread)
+    df = spread**2 / (var_a**2 / (a.size - 1) + var_b**2 / (b.size - 1))
+    return t, df, min(1.0, betainc(df / 2.0, 0.5, df / (df + t * t)))
+
+
 def wilcoxon_normal(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Wilcoxon signed-rank statistic ``min(R+, R-)`` of ``b - a`` and its normal-approximation p."""
     d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
