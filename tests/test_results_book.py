@@ -219,3 +219,19 @@ def test_the_significance_mark_needs_every_test_shown(book, monkeypatch):
     monkeypatch.setattr(headline, "across_seeds", lambda a, b, metric: 1.02)
     rows = render(book, baseline="base").split("| vs base |")[1].splitlines()
     assert "seeds p=1.0e+00" in rows[2] and " *" not in rows[2]
+
+
+def test_commands_name_the_code_commit_a_run_recorded(book):
+    seed_dir = book / "synthetic" / "base" / "seed-1"
+    results = json.loads((seed_dir / "results.json").read_text())
+    results["code"] = {"eclsr": "0.1.0", "torch": "2", "git_commit": "a" * 40, "git_dirty": True}
+    (seed_dir / "results.json").write_text(json.dumps(results))
+    older = book / "synthetic" / "base" / "seed-2" / "results.json"  # a run from before stamping
+    older_results = json.loads(older.read_text())
+    older_results.pop("code", None)
+    older.write_text(json.dumps(older_results))
+    text = render(book, baseline="base")
+    line = next(line for line in text.splitlines() if line.startswith("- base, seed 1:"))
+    assert line.endswith("(code aaaaaaa with local changes, eclsr 0.1.0)")
+    other = next(line for line in text.splitlines() if line.startswith("- base, seed 2:"))
+    assert other.endswith("`") and "(code" not in other

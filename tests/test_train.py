@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
+import eclsr
 from eclsr.data.synthetic import generate
+from eclsr.engine.rundir import code_version
 from eclsr.engine.train import run
 from eclsr.recipe.load import validate_recipe
 
@@ -79,6 +82,30 @@ def test_end_to_end_beats_popularity_and_writes_run_dir(tiny_data, tmp_path):
     assert len(lines) == result["epochs_run"]
     assert {"next_item", "infonce", "generator", "rid"} <= lines[0]["losses"].keys()
     assert "ndcg@10" in lines[0]["valid"] and lines[0]["train_seconds"] > 0
+    assert saved["code"]["eclsr"] == eclsr.__version__ and saved["code"]["torch"]
+
+
+def _git(root, *args):
+    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
+
+
+def test_code_version_names_the_commit_and_whether_files_changed(tmp_path):
+    assert "git_commit" not in code_version(tmp_path)  # not a checkout: the version only
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    _git(tmp_path, "add", "a.py")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a")
+    head = _git(tmp_path, "rev-parse", "HEAD").stdout.decode().strip()
+    assert code_version(tmp_path) | {"torch": "-"} == {
+        "eclsr": eclsr.__version__,
+        "torch": "-",
+        "git_commit": head,
+        "git_dirty": False,
+    }
+    (tmp_path / "untracked.txt").write_text("notes")  # not code the run used
+    assert code_version(tmp_path)["git_dirty"] is False
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert code_version(tmp_path)["git_dirty"] is True
 
 
 def test_two_stage_drops_generator_and_rid(tiny_data):

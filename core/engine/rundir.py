@@ -10,6 +10,7 @@ import contextlib
 import errno
 import json
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -209,6 +210,38 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def code_version(root: Path | None = None) -> dict[str, Any]:
+    """The code that produced a result: eclsr's version, torch's, and the git commit if any.
+
+    A number is only reproducible with the code that made it. When eclsr runs from a git
+    checkout (an editable install, as in development), the commit and whether the package's
+    tracked files differ from it are recorded; an installed wheel records its version only.
+    ``root`` is the folder above the package (looked up when None).
+    """
+    import eclsr
+
+    version: dict[str, Any] = {"eclsr": eclsr.__version__, "torch": torch.__version__}
+    root = root or Path(eclsr.__file__).resolve().parent.parent
+    commit = _git(root, "rev-parse", "HEAD")
+    if commit:
+        changed = _git(root, "status", "--porcelain", "--untracked-files=no")
+        version |= {"git_commit": commit, "git_dirty": bool(changed)}
+    return version
+
+
+def _git(root: Path, *args: str) -> str | None:
+    """``git -C root ARGS`` stdout, or None where git or the repository is missing."""
+    if not (root / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def write_json(path: Path, value: Any) -> None:

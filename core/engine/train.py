@@ -234,6 +234,7 @@ def run(
         "device": str(device),
         "world_size": world_size,
         "protocol": protocol(recipe, data, setup.split),
+        "code": rundir.code_version(),
     }
     if command is not None:
         results["command"] = command

@@ -375,8 +375,18 @@ def _command_lines(groups: Sequence[ModelRuns]) -> list[str]:
         for run in group.runs:
             lines.append(
                 f"- {group.model}, seed {run.results.get('seed')}: `{run_command(run.results)}`"
+                + _code_note(run.results)
             )
     return lines
+
+
+def _code_note(results: dict[str, Any]) -> str:
+    """`` (code 1a2b3c4)`` for a run that recorded its git commit; runs before that say nothing."""
+    code = results.get("code")
+    if not isinstance(code, dict) or not isinstance(code.get("git_commit"), str):
+        return ""
+    changed = " with local changes" if code.get("git_dirty") else ""
+    return f" (code {code['git_commit'][:7]}{changed}, eclsr {code.get('eclsr', '?')})"
 
 
 def _train_setting(run: RunRecord, key: str) -> Any:
