@@ -177,6 +177,7 @@ def run(
     board = _tensorboard(writer) if train_cfg.tensorboard else None
     stages = 2 if train_cfg.schedule.name == "two_stage" else 1
     started = time.perf_counter()
+    code = rundir.code_version()  # now: the files may change while a long run trains
     with _stop_on_signals() as stop:
         while True:
             if state.stage_epoch >= train_cfg.epochs or state.stopper.should_stop:
@@ -234,7 +235,7 @@ def run(
         "device": str(device),
         "world_size": world_size,
         "protocol": protocol(recipe, data, setup.split),
-        "code": rundir.code_version(),
+        "code": code,
     }
     if command is not None:
         results["command"] = command
