@@ -235,3 +235,37 @@ def test_commands_name_the_code_commit_a_run_recorded(book):
     assert line.endswith("(code aaaaaaa with local changes, eclsr 0.1.0)")
     other = next(line for line in text.splitlines() if line.startswith("- base, seed 2:"))
     assert other.endswith("`") and "(code" not in other
+
+
+def test_several_books_render_as_one_with_models_named_by_folder(book, tmp_path, capsys):
+    # the same recipe under another setting: a second folder, the same model names and seeds
+    other = tmp_path / "setting-b"
+    shutil.copytree(book / "synthetic" / "contrastive", other / "synthetic" / "contrastive")
+    text = render([book, other], baseline="book/base")
+    assert "| book/base | 1, 2 |" in text and "| setting-b/contrastive | 1, 2 |" in text
+    assert "| book/contrastive | 1, 2 |" in text
+    assert f"`{book.as_posix()}/`, `{other.as_posix()}/`" in text
+    groups = {group.model: group for group in load_book(book)}
+    expected = significance(groups["base"], groups["contrastive"], ["recall@10"])[0]
+    row = next(
+        line for line in text.splitlines() if line.startswith("| setting-b/contrastive | 120 |")
+    )
+    assert f"{expected.diff:+.4f} (t p={expected.p_t:.1e}" in row  # same runs, same test
+    assert "Machine of `setting-b`: not recorded." in text
+    out = tmp_path / "R.md"
+    args = [
+        "results",
+        "render",
+        str(book),
+        str(other),
+        "--baseline",
+        "book/base",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    assert f"`eclsr results render {book} {other} --baseline book/base" in out.read_text()
+    twin = tmp_path / "again" / "book"
+    shutil.copytree(book, twin)
+    with pytest.raises(EclsrError, match="'book' is given twice"):
+        render([book, twin])

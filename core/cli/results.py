@@ -30,7 +30,8 @@ def add_results_command(sub: argparse._SubParsersAction) -> None:
     collect.set_defaults(handler=cmd_collect)
 
     render = actions.add_parser("render", help="markdown tables with paper values and p-values")
-    render.add_argument("book", type=Path, metavar="DIR", help="a folder filled by `collect`")
+    render.add_argument("books", type=Path, nargs="+", metavar="DIR",
+                        help="a folder filled by `collect`; several: models named FOLDER/MODEL")  # fmt: skip
     render.add_argument("--paper", type=Path, default=None, metavar="FILE.toml",
                         help="published values: [dataset.model] metric = value")  # fmt: skip
     render.add_argument("--baseline", default="sasrec-code",
@@ -60,7 +61,7 @@ def cmd_render(args: argparse.Namespace, out: Console) -> int:
     if args.out is not None and args.out.exists():
         _check_generated(args.out)
     text = render(
-        args.book,
+        args.books[0] if len(args.books) == 1 else args.books,
         args.paper,
         baseline=args.baseline,
         metrics=args.metric or PAPER_METRICS,
@@ -102,7 +103,7 @@ def _check_generated(path: Path) -> None:
 
 def _command_line(args: argparse.Namespace) -> str:
     """The render command as a user would retype it (relative paths as given)."""
-    parts = ["eclsr", "results", "render", str(args.book)]
+    parts = ["eclsr", "results", "render", *map(str, args.books)]
     if args.paper is not None:
         parts += ["--paper", str(args.paper)]
     if args.baseline != "sasrec-code":
