@@ -225,6 +225,7 @@ def test_commands_name_the_code_commit_a_run_recorded(book):
     seed_dir = book / "synthetic" / "base" / "seed-1"
     results = json.loads((seed_dir / "results.json").read_text())
     results["code"] = {"eclsr": "0.1.0", "torch": "2", "git_commit": "a" * 40, "git_dirty": True}
+    results["machine"] = {"cpu": "Some CPU", "cores": 2}
     (seed_dir / "results.json").write_text(json.dumps(results))
     older = book / "synthetic" / "base" / "seed-2" / "results.json"  # a run from before stamping
     older_results = json.loads(older.read_text())
@@ -232,7 +233,7 @@ def test_commands_name_the_code_commit_a_run_recorded(book):
     older.write_text(json.dumps(older_results))
     text = render(book, baseline="base")
     line = next(line for line in text.splitlines() if line.startswith("- base, seed 1:"))
-    assert line.endswith("(code aaaaaaa with local changes, eclsr 0.1.0)")
+    assert line.endswith("(code aaaaaaa with local changes, eclsr 0.1.0, Some CPU)")
     other = next(line for line in text.splitlines() if line.startswith("- base, seed 2:"))
     assert other.endswith("`") and "(code" not in other
 

@@ -83,6 +83,7 @@ def test_end_to_end_beats_popularity_and_writes_run_dir(tiny_data, tmp_path):
     assert {"next_item", "infonce", "generator", "rid"} <= lines[0]["losses"].keys()
     assert "ndcg@10" in lines[0]["valid"] and lines[0]["train_seconds"] > 0
     assert saved["code"]["eclsr"] == eclsr.__version__ and saved["code"]["torch"]
+    assert saved["machine"]["cores"] >= 1 and saved["machine"]["cpu"]
 
 
 def _git(root, *args):

@@ -178,6 +178,9 @@ def run(
     stages = 2 if train_cfg.schedule.name == "two_stage" else 1
     started = time.perf_counter()
     code = rundir.code_version()  # now: the files may change while a long run trains
+    # Float results depend on the CPU's vector kernels (AVX2 vs AVX-512): the same recipe and
+    # seed reproduce bit for bit on the same kind of machine, closely on another.
+    machine = rundir.machine_description()
     with _stop_on_signals() as stop:
         while True:
             if state.stage_epoch >= train_cfg.epochs or state.stopper.should_stop:
@@ -236,6 +239,7 @@ def run(
         "world_size": world_size,
         "protocol": protocol(recipe, data, setup.split),
         "code": code,
+        "machine": machine,
     }
     if command is not None:
         results["command"] = command

@@ -12,8 +12,6 @@ Everything printed is read from those files; nothing is typed by hand.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shutil
 import tomllib
 from collections.abc import Sequence
@@ -87,43 +85,8 @@ def collect(run_dirs: Sequence[Path], book: Path) -> list[Path]:
             if (run_dir / name).is_file():
                 shutil.copyfile(run_dir / name, target / name)
         written.append(target)
-    rundir.write_json(book / MACHINE_FILE, machine_description())
+    rundir.write_json(book / MACHINE_FILE, rundir.machine_description())
     return written
-
-
-def machine_description() -> dict[str, Any]:
-    """CPU, cores, memory and library versions of this machine."""
-    import torch
-
-    return {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "memory_gib": _memory_gib(),
-        "system": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _memory_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def load_book(book: Path) -> list[ModelRuns]:
@@ -407,7 +370,9 @@ def _code_note(results: dict[str, Any]) -> str:
     if not isinstance(code, dict) or not isinstance(code.get("git_commit"), str):
         return ""
     changed = " with local changes" if code.get("git_dirty") else ""
-    return f" (code {code['git_commit'][:7]}{changed}, eclsr {code.get('eclsr', '?')})"
+    machine = results.get("machine")
+    cpu = f", {machine['cpu']}" if isinstance(machine, dict) and machine.get("cpu") else ""
+    return f" (code {code['git_commit'][:7]}{changed}, eclsr {code.get('eclsr', '?')}{cpu})"
 
 
 def _train_setting(run: RunRecord, key: str) -> Any:
