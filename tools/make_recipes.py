@@ -19,6 +19,11 @@ CODE = {
     "toys": dict(dropout=0.5, attn=0.5, k=10, gamma=0.2, icl=0.1, gen=0.02, rid=0.01),
     "yelp": dict(dropout=0.2, attn=0.1, k=5, gamma=0.6, icl=0.3, gen=0.2, rid=0.1),
 }
+# How the authors' code builds training examples per dataset (METHOD.md, "Code data modes"):
+# Sports and Yelp one sequence per user with the loss at every position, Toys every prefix with
+# the loss at its last position, ML-1m the whole history tiled into max_len windows. The paper
+# gives one objective for all datasets and no construction, so its presets keep "sequence".
+CODE_EXAMPLES = {"ml-1m": "windows", "sports": "sequence", "toys": "prefixes", "yelp": "sequence"}
 # The paper's settings (§4.1): hidden 256, lr 1e-4, 200 epochs, λ = 0.3 / 0.2 / 0.1.
 PAPER = {
     name: dict(
@@ -81,10 +86,11 @@ def encoder(preset: str, p: dict[str, Any], name: str = "sasrec") -> dict[str, A
     }
 
 
-def train(preset: str, p: dict[str, Any]) -> dict[str, Any]:
+def train(preset: str, p: dict[str, Any], dataset: str) -> dict[str, Any]:
     """Optimisation: the code's (Adam 1e-3, ≤300 epochs, patience 10 on valid Hit@10) or the paper's."""
     if preset == "code":
         return {
+            "examples": {"mode": CODE_EXAMPLES[dataset]},
             "epochs": 300,
             "batch_size": 256,
             "lr": 0.001,
@@ -93,6 +99,7 @@ def train(preset: str, p: dict[str, Any]) -> dict[str, Any]:
         }
     schedule = {"name": "freeze_after", "epochs": 10}
     return {
+        "examples": {"mode": "sequence"},
         "epochs": 200,
         "batch_size": 256,
         "lr": 0.0001,
@@ -169,15 +176,15 @@ def base(
         "data": {"dataset": dataset, "max_len": p.get("max_len", 50)},
         "encoder": encoder(preset, p),
         "heads": head_list,
-        "train": train(preset, p),
+        "train": train(preset, p, dataset),
         "eval": {"ks": [5, 10, 20], "exclude_seen": False},
     }
 
 
 PRESET_DIR = {"code": "-code", "paper": ""}
 PRESET_TEXT = {
-    "code": "authors' code hyper-parameters (METHOD.md table)",
-    "paper": "the paper's hyper-parameters",
+    "code": "authors' code hyper-parameters and training examples (METHOD.md)",
+    "paper": "the paper's hyper-parameters, one training sequence per user",
 }
 
 
@@ -228,7 +235,7 @@ def baselines(ds: str, preset: str, p: dict[str, Any]) -> None:
         ds, preset, "PopRec: rank by training popularity", [{"name": "next_item", "weight": 0.0}]
     )
     pop["encoder"] = {"name": "pop"}
-    pop["train"] = {**pop["train"], "epochs": 0}
+    pop["train"] = {**pop["train"], "examples": {"mode": "sequence"}, "epochs": 0}
     render(f"baselines/pop/{ds}.toml", "PopRec (no training).", pop)
     gru = base(ds, preset, "GRU4Rec", [{"name": "next_item"}])
     gru["encoder"] = {"name": "gru4rec", "hidden": hidden, "dropout": p["dropout"]}
@@ -248,6 +255,8 @@ def baselines(ds: str, preset: str, p: dict[str, Any]) -> None:
         ],
     )
     bert["encoder"] = encoder(preset, p, "bert4rec")
+    # The cloze loss masks items anywhere in a row: prefix rows would only repeat its targets.
+    bert["train"] = {**bert["train"], "examples": {"mode": "sequence"}}
     render(
         f"baselines/bert4rec{suffix}/{ds}.toml",
         f"BERT4Rec; {text}. The UBE is a bert4rec encoder ranked through [MASK]; the cloze loss is the generator head's\n"
