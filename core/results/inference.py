@@ -427,13 +427,25 @@ def evaluate_run(
     overrides the recipe's seen-item rule; when it differs from the recorded one there is
     nothing to compare with, so ``saved`` is empty.
     """
-    from eclsr.data.splits import make_split
-    from eclsr.engine.train import evaluate_split
-
     path = Path(run_dir)
     results = read_results(path)
     target = _usable_device(device or _recorded_device(results))
     rec = Recommender.from_run(path, device=target, plugin_files=plugin_files)
+    return _evaluate_loaded(rec, path, results, split, target, exclude_seen)
+
+
+def _evaluate_loaded(
+    rec: Recommender,
+    path: Path,
+    results: dict[str, Any],
+    split: Literal["test", "valid"],
+    target: torch.device,
+    exclude_seen: bool | None,
+) -> Evaluation:
+    """:func:`evaluate_run` for a run whose model is already loaded."""
+    from eclsr.data.splits import make_split
+    from eclsr.engine.train import evaluate_split
+
     recipe = with_seen_items_rule(rec.recipe, exclude_seen)
     windows = make_split(rec.data, rec.max_len).evaluation(split)
     metrics, ranks = evaluate_split(rec.model, rec.data, windows, recipe, target)
@@ -476,11 +488,13 @@ def rescore_run(
         msg = f"--out {str(target)!r} already exists; the re-scored run needs a new folder (it never overwrites). Pick another path or remove that folder."
         raise EclsrError(msg)
     results = read_results(source)
+    target_device = _usable_device(device or _recorded_device(results))
+    rec = Recommender.from_run(source, device=target_device, plugin_files=plugin_files)
     evaluations = {
-        split: evaluate_run(source, split, device, plugin_files, exclude_seen)
+        split: _evaluate_loaded(rec, source, results, split, target_device, exclude_seen)
         for split in ("valid", "test")
     }
-    rec_recipe = with_seen_items_rule(load_run_recipe(source, plugin_files), exclude_seen)
+    rec_recipe = with_seen_items_rule(rec.recipe, exclude_seen)
     rescored = {
         **results,
         "valid": evaluations["valid"].metrics,
