@@ -308,6 +308,7 @@ def test_rescored_run_is_a_run_folder_that_compare_and_collect_accept(run_dir, t
     assert original["protocol"]["exclude_seen"] is False
     assert results["rescored_from"] == str(run_dir.resolve())
     assert results["command"].startswith(f"eclsr evaluate {run_dir} --exclude-seen yes --out")
+    assert "trained_with" not in results  # trained from Python: no command to name
     assert results["test"] == evaluate_run(run_dir, exclude_seen=True).metrics
     assert results["test"]["recall@10"] >= original["test"]["recall@10"]
     assert yaml.safe_load((out / "recipe.yaml").read_text())["eval"]["exclude_seen"] is True
@@ -335,3 +336,21 @@ def test_rescoring_refuses_an_existing_folder_and_a_missing_rule(run_dir, tmp_pa
     err = capsys.readouterr().err
     assert "already exists" in err and "--exclude-seen yes" in err and "Traceback" not in err
     assert (taken / "keep.txt").read_text() == "mine" and not (tmp_path / "new").exists()
+
+
+def test_a_rescored_run_names_the_command_that_trained_it(run_dir, tmp_path):
+    from eclsr.results.headline import render
+
+    trained = copy_run(run_dir, tmp_path)
+    results = json.loads((trained / "results.json").read_text())
+    results["command"] = "eclsr run recipes/tiny.toml --set seed=3"
+    (trained / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "excluded"
+    assert main(["evaluate", str(trained), "--exclude-seen", "yes", "--out", str(out)]) == 0
+    rescored = json.loads((out / "results.json").read_text())
+    assert rescored["trained_with"] == "eclsr run recipes/tiny.toml --set seed=3"
+    book = tmp_path / "book"
+    assert main(["results", "collect", str(out), "--into", str(book)]) == 0
+    line = next(line for line in render(book).splitlines() if line.startswith("- tiny-infer"))
+    assert f"`eclsr evaluate {trained} --exclude-seen yes --out {out}`" in line
+    assert "re-scoring the run of `eclsr run recipes/tiny.toml --set seed=3`" in line

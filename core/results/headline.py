@@ -359,9 +359,16 @@ def _command_lines(groups: Sequence[ModelRuns]) -> list[str]:
         for run in group.runs:
             lines.append(
                 f"- {group.model}, seed {run.results.get('seed')}: `{run_command(run.results)}`"
+                + _trained_note(run.results)
                 + _code_note(run.results)
             )
     return lines
+
+
+def _trained_note(results: dict[str, Any]) -> str:
+    """For a run re-scored by ``eclsr evaluate --out``: the command that trained its weights."""
+    trained = results.get("trained_with")
+    return f", re-scoring the run of `{trained}`" if isinstance(trained, str) and trained else ""
 
 
 def _code_note(results: dict[str, Any]) -> str:
