@@ -264,9 +264,9 @@ def cmd_compare(args: argparse.Namespace, out: Console) -> int:
         raise EclsrError(msg)
     metrics = args.metric or ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]
     run_a, run_b = load_run(args.run_a), load_run(args.run_b)
-    differences = check_protocols([run_a, run_b], allow_mismatch=args.allow_protocol_mismatch)
-    for difference in differences:
-        print(f"note: protocols differ: {difference}", file=sys.stderr)
+    if args.allow_protocol_mismatch:  # otherwise compare_runs refuses a mismatch itself
+        for difference in check_protocols([run_a, run_b], allow_mismatch=True):
+            print(f"note: protocols differ: {difference}", file=sys.stderr)
     tests = compare_runs(run_a, run_b, metrics, args.split, args.allow_protocol_mismatch)
     if args.json:
         print(

@@ -505,8 +505,8 @@ def rescore_run(
     }
     if command is not None:
         rescored["command"] = command
-        if results.get("command"):
-            rescored["trained_with"] = results["command"]
+    if results.get("command"):
+        rescored["trained_with"] = results["command"]
     with np.load(source / "ranks.npz", allow_pickle=False) as saved:
         users, valid_users = saved["users"], saved["valid_users"]
     target.mkdir(parents=True)
