@@ -61,7 +61,7 @@ def cmd_render(args: argparse.Namespace, out: Console) -> int:
     if args.out is not None and args.out.exists():
         _check_generated(args.out)
     text = render(
-        args.books[0] if len(args.books) == 1 else args.books,
+        args.books,
         args.paper,
         baseline=args.baseline,
         metrics=args.metric or PAPER_METRICS,
