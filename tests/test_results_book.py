@@ -17,6 +17,7 @@ from eclsr.results.headline import (
     GENERATED_MARK,
     across_seeds,
     load_book,
+    matched_seeds,
     model_name,
     render,
     significance,
@@ -206,7 +207,7 @@ def test_render_adds_a_test_across_seeds_when_both_models_have_two(book, tmp_pat
     row = next(
         line
         for line in render(single, baseline="base").splitlines()
-        if line.startswith("| contrastive | 120 |")
+        if line.startswith("| contrastive | 120 (seeds 1 vs 1) |")
     )
     assert "seeds p" not in row and "t p=" in row
 
@@ -270,3 +271,50 @@ def test_several_books_render_as_one_with_models_named_by_folder(book, tmp_path,
     shutil.copytree(book, twin)
     with pytest.raises(EclsrError, match="'book' is given twice"):
         render([book, twin])
+
+
+def test_unequal_seed_counts_pair_the_same_number_of_seeds(tmp_path):
+    """Three seeds averaged against one gives skewed per-user differences even for the same
+    model; the per-user tests must then use one seed on each side, the shared one first."""
+    rng = np.random.default_rng(7)
+    users = np.arange(4000)
+    book = tmp_path / "book"
+
+    def write(model: str, seed: int) -> None:
+        folder = book / "synthetic" / model / f"seed-{seed}"
+        folder.mkdir(parents=True)
+        ranks = rng.geometric(0.02, size=users.size).astype(np.int64)  # the same model every seed
+        np.savez(folder / "ranks.npz", users=users, test=ranks, valid=ranks)
+        hits = float(np.mean(ranks <= 10))
+        results = {
+            "recipe": f"{model}-synthetic",
+            "seed": seed,
+            "protocol": {"dataset": "synthetic"},
+        }
+        results["test"] = {"recall@10": hits}
+        (folder / "results.json").write_text(json.dumps(results))
+
+    write("base", 42)
+    for seed in (42, 43, 44):
+        write("many", seed)
+    groups = {group.model: group for group in load_book(book)}
+    kept_base, kept_many = matched_seeds(groups["base"], groups["many"])
+    assert [run.results["seed"] for run in kept_many.runs] == [42]
+    assert [run.results["seed"] for run in kept_base.runs] == [42]
+    test = significance(groups["base"], groups["many"], ["recall@10"])[0]
+    skewed = paired_tests(
+        per_user_metric(np.load(kept_base.runs[0].path / "ranks.npz")["test"], "recall@10"),
+        np.mean(
+            [
+                per_user_metric(np.load(run.path / "ranks.npz")["test"], "recall@10")
+                for run in groups["many"].runs
+            ],
+            axis=0,
+        ),
+        "recall@10",
+    )
+    assert skewed.p_w < 0.001 < 0.5 < skewed.p_t  # the old averaging: Wilcoxon "finds" noise
+    assert test.p_w > 0.01 and test.p_t > 0.01
+    text = render(book, baseline="base", metrics=["recall@10"])
+    row = next(line for line in text.splitlines() if line.startswith("| many | 4000"))
+    assert "| many | 4000 (seeds 42 vs 42) |" in row

@@ -155,11 +155,34 @@ def seed_mean(ranks: Sequence[np.ndarray], metric: str) -> np.ndarray:
     return total / len(ranks)
 
 
+def matched_seeds(baseline: ModelRuns, other: ModelRuns) -> tuple[ModelRuns, ModelRuns]:
+    """Both models cut to the same number of seeds, the seeds they share first.
+
+    Per-user values averaged over three seeds take the values 0, ⅓, ⅔, 1 where one seed's take
+    0 or 1; the differences are then skewed even when both models are the same, and the
+    Wilcoxon test (which asks about symmetry, not the mean) reports tiny p-values for noise.
+    Averaging the same number of seeds on both sides keeps the paired differences symmetric
+    under the null. Equal counts keep every seed, so this changes nothing for them.
+    """
+    count = min(len(baseline.runs), len(other.runs))
+    shared = {_seed(run) for run in baseline.runs} & {_seed(run) for run in other.runs}
+
+    def keep(group: ModelRuns) -> ModelRuns:
+        ordered = sorted(group.runs, key=lambda run: (_seed(run) not in shared, _seed_order(run)))
+        return ModelRuns(group.dataset, group.model, ordered[:count])
+
+    return keep(baseline), keep(other)
+
+
 def significance(
     baseline: ModelRuns, other: ModelRuns, metrics: Sequence[str] = PAPER_METRICS
 ) -> list[PairedTest]:
-    """Paired tests (other − baseline) over per-user test metrics, seeds averaged per user."""
+    """Paired tests (other − baseline) over per-user test metrics, seeds averaged per user.
+
+    With unequal seed counts, both sides use the seeds :func:`matched_seeds` keeps.
+    """
     check_protocols([*baseline.runs, *other.runs])
+    baseline, other = matched_seeds(baseline, other)
     users_a, ranks_a = seed_ranks(baseline)
     users_b, ranks_b = seed_ranks(other)
     if not np.array_equal(users_a, users_b):
@@ -278,7 +301,9 @@ def _protocol_lines(groups: Sequence[ModelRuns]) -> list[str]:
         "epoch with the best validation value of the recipe's `train.monitor`.",
         "",
         f"Significance: two-sided paired t-test and Wilcoxon signed-rank test over per-user test "
-        f"metrics (per-user values averaged over seeds first), computed with {tests}. Where "
+        "metrics (per-user values averaged over seeds first; when the seed counts differ, over "
+        "the same number of seeds on both sides, shared seeds first, named in the `users` "
+        f"column), computed with {tests}. Where "
         "both models have two seeds or more, `seeds p` is Welch's t-test over the seeds' test "
         "values: the per-user tests hold each trained model fixed, this one asks whether the "
         f"difference exceeds the seed-to-seed spread. `*` marks p < {SIGNIFICANCE_ALPHA} in "
@@ -298,7 +323,7 @@ def _dataset_section(
     header = ["model", "seeds", *metrics, "epochs (best)", "patience", "wall time"]
     lines = [f"## {dataset}", "", _row(header), "|" + "---|" * len(header)]
     for group in groups:
-        cells = [group.model, ", ".join(str(run.results.get("seed")) for run in group.runs)]
+        cells = [group.model, _seed_list(group)]
         for metric in metrics:
             values = [float(run.results["test"][metric]) for run in group.runs]
             reference = paper_value(paper, dataset, group.model, metric)
@@ -340,7 +365,11 @@ def _pair_lines(
 def _test_row(label: str, a: ModelRuns, b: ModelRuns, metrics: Sequence[str]) -> str:
     """One row of tests of ``b`` against ``a``: per-user paired tests, and across seeds."""
     tests = significance(a, b, metrics)
-    cells = [label, str(tests[0].n)]
+    users = str(tests[0].n)
+    if len(a.runs) != len(b.runs):
+        kept_a, kept_b = matched_seeds(a, b)
+        users += f" (seeds {_seed_list(kept_a)} vs {_seed_list(kept_b)})"
+    cells = [label, users]
     for test in tests:
         p_values = [test.p_t, test.p_w]
         text = f"{test.diff:+.4f} (t p={test.p_t:.1e}, W p={test.p_w:.1e}"
@@ -380,6 +409,20 @@ def _code_note(results: dict[str, Any]) -> str:
     machine = results.get("machine")
     cpu = f", {machine['cpu']}" if isinstance(machine, dict) and machine.get("cpu") else ""
     return f" (code {code['git_commit'][:7]}{changed}, eclsr {code.get('eclsr', '?')}{cpu})"
+
+
+def _seed(run: RunRecord) -> Any:
+    return run.results.get("seed")
+
+
+def _seed_order(run: RunRecord) -> tuple[int, str]:
+    """Seeds in numeric order (42 before 100); a missing or odd seed last."""
+    seed = _seed(run)
+    return (0, f"{seed:020d}") if isinstance(seed, int) else (1, str(seed))
+
+
+def _seed_list(group: ModelRuns) -> str:
+    return ", ".join(str(_seed(run)) for run in group.runs)
 
 
 def _train_setting(run: RunRecord, key: str) -> Any:
