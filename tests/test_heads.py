@@ -523,6 +523,31 @@ def test_rid_add_is_bce_of_ube_with_offset():
     torch.testing.assert_close(loss, expected.mean())
 
 
+def test_rid_add_bias_is_a_learned_offset_of_every_logit():
+    ctx = make_ctx()
+    head = RIDConfig.model_construct(augmentation=FixedSubstitutionConfig(), bias=True).build(ctx)
+    assert head.classifier.bias is not None and float(head.classifier.bias.detach()) == 0.0
+    with torch.no_grad():
+        head.classifier.bias.fill_(-1.5)
+    step = make_step(ctx)
+    loss = head(step)
+    aug = FixedSubstitution()(step, step.batch.items, step.batch.lengths)
+    mask = step.batch.mask
+    hidden = ctx.encoder(aug.items, aug.lengths, input_offset=step.hidden * mask.unsqueeze(-1))
+    logits = (hidden[mask] @ head.classifier.weight.t()).squeeze(-1) - 1.5
+    expected = F.binary_cross_entropy_with_logits(logits, aug.replaced[mask].float())
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert head.classifier.bias.grad is not None and head.classifier.bias.grad.abs() > 0
+    # the code's classifier stays bias-free by default
+    assert RIDConfig().build(make_ctx()).classifier.bias is None
+
+
+def test_rid_bias_is_refused_for_the_concat_mlp():
+    with pytest.raises(ValueError, match='bias = true applies to condition = "add"'):
+        RIDConfig(condition="concat", bias=True)
+
+
 def test_rid_concat_is_bce_of_mlp_over_both_states():
     ctx = make_ctx()
     head = RIDConfig.model_construct(

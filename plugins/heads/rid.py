@@ -5,7 +5,8 @@ For each real position t of the augmented sequence S'' the discriminator predict
 item was replaced, conditioned on the UBE's hidden state h_t of the *original* sequence.
 
 ``condition = "add"`` (the authors' code, all four datasets): the discriminator *is* the UBE;
-its input at t is ``E[v''_t] + h_t`` (``input_offset``), followed by one bias-free Linear D→1.
+its input at t is ``E[v''_t] + h_t`` (``input_offset``), followed by one bias-free Linear D→1
+(``bias = true`` adds a bias: a variant, not the code).
 No detach: L_RID trains the UBE through the shared weights and through h.
 ``condition = "concat"`` (the paper): ``h''`` = the UBE over S'', then an MLP over
 ``[h''_t, h_t]`` (2D → D → 1, GELU).
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from eclsr.api import (
@@ -55,6 +56,23 @@ class RIDConfig(HeadConfig):
         description='"add" (code): UBE input E[v\'\'] + h, then Linear D→1. "concat" (paper): '
         "MLP over [UBE(S''), h], 2D → D → 1.",
     )
+
+    bias: bool = Field(
+        False,
+        description='"add" only: give the Linear D→1 a bias (the code has none). Without one the '
+        "classifier cannot output the replaced rate (~20 %) as a constant, so every position "
+        "pushes the shared UBE towards lower logits; the concat MLP always has biases.",
+    )
+
+    @model_validator(mode="after")
+    def _bias_is_for_add(self) -> RIDConfig:
+        if self.bias and self.condition != "add":
+            msg = (
+                'bias = true applies to condition = "add" (its single Linear D→1); the "concat" '
+                'MLP already has biases. Remove bias or use condition = "add"'
+            )
+            raise ValueError(msg)
+        return self
 
     @field_validator("augmentation")
     @classmethod
@@ -96,7 +114,7 @@ class RIDHead(Head):
         self.augmentation = config.augmentation.build(ctx)
         d = ctx.hidden_size
         if config.condition == "add":
-            self.classifier: nn.Module = nn.Linear(d, 1, bias=False)
+            self.classifier: nn.Module = nn.Linear(d, 1, bias=config.bias)
         else:
             self.classifier = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, 1))
         self.classifier.apply(_init_linear)
