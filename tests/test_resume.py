@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shlex
 import signal
 import subprocess
 import sys
@@ -72,7 +73,8 @@ def _resume(recipe: Path, out: Path, tmp: Path) -> subprocess.CompletedProcess:
 def _comparable(run_dir: Path) -> dict:
     results = json.loads((run_dir / "results.json").read_text())
     results.pop("seconds")
-    results.pop("command")  # the resume command differs, by design
+    results.pop("command")  # the --out folder differs
+    results.pop("resumed_with", None)
     return results
 
 
@@ -108,6 +110,18 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(reference, tmp_path):
     resumed = _resume(recipe, out, tmp_path)
     assert "resuming" in resumed.stderr
     assert _comparable(out) == _comparable(ref)
+    # the results still name the command that started the run, and the one that resumed it
+    results = json.loads((out / "results.json").read_text())
+    started = _cmd(recipe, out)[3:]  # without the interpreter: "run RECIPE --out OUT ..."
+    assert results["command"] == shlex.join(["eclsr", *started])
+    assert results["resumed_with"] == [shlex.join(["eclsr", *started, "--resume"])]
+    # time spent before the kill counts: every checkpoint carries the run's seconds so far
+    newest = json.loads((out / "checkpoints.json").read_text())[-1]
+    saved = rundir.load_state(out / newest["file"])
+    history = json.loads(saved["history"])
+    spent = sum(record["train_seconds"] + record["eval_seconds"] for record in history)
+    assert saved["command"] == results["command"] and saved["seconds"] >= spent
+    assert results["seconds"] >= saved["seconds"]
     assert (out / "metrics.jsonl").read_text().count("\n") == 4
 
 

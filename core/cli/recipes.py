@@ -155,7 +155,8 @@ def cmd_resume(args: argparse.Namespace, out: Console) -> int:
     recipe = load_run_recipe(args.run_dir, args.plugin_files)
     rank = maybe_init_distributed()
     progress = not args.no_progress and sys.stderr.isatty()
-    result = run(recipe, args.run_dir, resume=True, progress=progress)
+    command = shlex.join(["eclsr", *sys.argv[1:]])
+    result = run(recipe, args.run_dir, resume=True, progress=progress, command=command)
     if rank == 0:
         print_results(out, result.results, args.run_dir)
     leave_distributed()

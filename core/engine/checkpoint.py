@@ -195,6 +195,12 @@ class TrainState:
     stopper: EarlyStopping = field(default_factory=lambda: EarlyStopping(10))
     best_valid: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: The command line that started the run, and those that resumed it: a resumed run's
+    #: results must still say how it was made.
+    command: str | None = None
+    resumed_with: list[str] = field(default_factory=list)
+    #: Wall seconds spent by earlier processes of this run, up to their last checkpoint.
+    seconds_before: float = 0.0
 
 
 def checkpoint_state(
@@ -215,6 +221,9 @@ def checkpoint_state(
         "stopper": [state.stopper.best, state.stopper.best_epoch, state.stopper.bad_epochs],
         "best_valid": state.best_valid,
         "history": json.dumps(state.history),
+        "command": state.command,
+        "resumed_with": list(state.resumed_with),
+        "seconds": state.seconds_before,
     }
 
 
@@ -251,6 +260,10 @@ def restore_state(
     )
     state.best_valid = dict(checkpoint["best_valid"])
     state.history = json.loads(checkpoint["history"])
+    # Checkpoints written before these were kept lack them: the starting command is then unknown.
+    state.command = checkpoint.get("command")
+    state.resumed_with = list(checkpoint.get("resumed_with", []))
+    state.seconds_before = float(checkpoint.get("seconds", 0.0))
     assert out_dir is not None
     best_file = out_dir / rundir.BEST
     if not best_file.is_file():

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,9 @@ def run(
         resume: continue the run in ``out_dir`` from its newest good checkpoint.
         console: where progress and epoch lines go (default: stderr).
         progress: show a live progress bar.
-        command: the command line that started the run, recorded in ``results.json``.
+        command: this process's command line: ``results.json`` records it as ``command`` for a
+            new run; a resumed run keeps the command that started it (saved in its
+            checkpoints) and adds this one to ``resumed_with``.
         on_epoch: called with ``(epoch, record)`` after each epoch is validated, logged and
             checkpointed (on every rank). It may raise to stop the run (``eclsr tune`` prunes a
             trial this way); the run directory then keeps that epoch's checkpoint, resumable.
@@ -167,6 +169,10 @@ def run(
             checkpoint, out_dir, model, setup.optimizer, setup.generator, state
         )
         console.print(f"resuming {out_dir} at epoch {state.epoch} (stage {state.stage})")
+        if command is not None:
+            state.resumed_with.append(command)
+    else:
+        state.command = command
     if writer is not None:
         if checkpoint is None:  # a restart under --resume was checked to lose nothing
             rundir.prepare_run_dir(writer, overwrite or resume)
@@ -210,7 +216,12 @@ def run(
                 save_checkpoint(
                     writer,
                     state.epoch,
-                    checkpoint_state(model, setup.optimizer, setup.generator, state),
+                    checkpoint_state(
+                        model,
+                        setup.optimizer,
+                        setup.generator,
+                        replace(state, seconds_before=state.seconds_before + _since(started)),
+                    ),
                 )
             if rank == 0:  # one epoch line per run, not one per process
                 _log_epoch(console, record, metric)
@@ -234,15 +245,17 @@ def run(
         "popularity_test": metrics_from_ranks(popularity, recipe.eval.ks),
         "best_epoch": state.stopper.best_epoch,
         "epochs_run": state.epoch,
-        "seconds": round(time.perf_counter() - started, 2),
+        "seconds": round(state.seconds_before + _since(started), 2),
         "device": str(device),
         "world_size": world_size,
         "protocol": protocol(recipe, data, setup.split),
         "code": code,
         "machine": machine,
     }
-    if command is not None:
-        results["command"] = command
+    if state.command is not None:
+        results["command"] = state.command
+    if state.resumed_with:
+        results["resumed_with"] = state.resumed_with
     if writer is not None:
         if not (writer / rundir.BEST).is_file():  # no epoch ran (e.g. popularity): save the weights
             rundir.save_state(writer / rundir.BEST, {"model": best_state, "epoch": -1})
@@ -390,6 +403,11 @@ def _progress(console: Console, enabled: bool) -> Progress:
         transient=True,
         disable=not enabled,
     )
+
+
+def _since(started: float) -> float:
+    """Wall seconds since ``started`` (a ``time.perf_counter()`` reading)."""
+    return time.perf_counter() - started
 
 
 def _write_preamble(out_dir: Path, recipe: Any) -> None:
