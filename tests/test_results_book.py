@@ -239,6 +239,23 @@ def test_commands_name_the_code_commit_a_run_recorded(book):
     assert other.endswith("`") and "(code" not in other
 
 
+def test_commands_of_a_resumed_run_name_the_resuming_commands(book):
+    seed_dir = book / "synthetic" / "base" / "seed-1"
+    results = json.loads((seed_dir / "results.json").read_text())
+    results["command"] = "eclsr run base.toml --out runs/b"
+    results["resumed_with"] = ["eclsr resume runs/b", "eclsr resume runs/b --no-progress"]
+    (seed_dir / "results.json").write_text(json.dumps(results))
+    line = next(
+        line
+        for line in render(book, baseline="base").splitlines()
+        if line.startswith("- base, seed 1:")
+    )
+    assert line.startswith(
+        "- base, seed 1: `eclsr run base.toml --out runs/b`, resumed with `eclsr resume runs/b`, "
+        "then `eclsr resume runs/b --no-progress`"
+    )
+
+
 def test_several_books_render_as_one_with_models_named_by_folder(book, tmp_path, capsys):
     # the same recipe under another setting: a second folder, the same model names and seeds
     other = tmp_path / "setting-b"

@@ -388,10 +388,19 @@ def _command_lines(groups: Sequence[ModelRuns]) -> list[str]:
         for run in group.runs:
             lines.append(
                 f"- {group.model}, seed {run.results.get('seed')}: `{run_command(run.results)}`"
+                + _resumed_note(run.results)
                 + _trained_note(run.results)
                 + _code_note(run.results)
             )
     return lines
+
+
+def _resumed_note(results: dict[str, Any]) -> str:
+    """For a run continued after a stop: the commands that resumed it (its code is theirs)."""
+    resumed = results.get("resumed_with")
+    if not isinstance(resumed, list) or not resumed:
+        return ""
+    return ", resumed with " + ", then ".join(f"`{command}`" for command in resumed)
 
 
 def _trained_note(results: dict[str, Any]) -> str:
