@@ -59,9 +59,8 @@ class RIDConfig(HeadConfig):
 
     bias: bool = Field(
         False,
-        description='"add" only: give the Linear D→1 a bias (the code has none). Without one the '
-        "classifier cannot output the replaced rate (~20 %) as a constant, so every position "
-        "pushes the shared UBE towards lower logits; the concat MLP always has biases.",
+        description='"add" only: give the Linear D→1 a bias, as ELECTRA-style discriminators '
+        "have (the code's has none; the concat MLP always has biases).",
     )
 
     @model_validator(mode="after")
