@@ -33,7 +33,7 @@ from eclsr.plugins.heads.aug_prediction import AugPredictionConfig
 from eclsr.plugins.heads.generator import GeneratorConfig, GeneratorOutput, draw_mask
 from eclsr.plugins.heads.infonce import InfoNCEConfig, info_nce, pool_last_k
 from eclsr.plugins.heads.next_item import NextItemConfig, sampled_softmax_cross_entropy
-from eclsr.plugins.heads.rid import RIDConfig
+from eclsr.plugins.heads.rid import RIDConfig, to_embedding_norm
 from eclsr.registry.manager import collect_registries
 
 N, L, D = 12, 6, 8
@@ -543,9 +543,39 @@ def test_rid_add_bias_is_a_learned_offset_of_every_logit():
     assert RIDConfig().build(make_ctx()).classifier.bias is None
 
 
-def test_rid_bias_is_refused_for_the_concat_mlp():
-    with pytest.raises(ValueError, match='bias = true applies to condition = "add"'):
+def test_rid_add_only_options_are_refused_for_the_concat_mlp():
+    with pytest.raises(ValueError, match='bias = true only works with condition = "add"'):
         RIDConfig(condition="concat", bias=True)
+    with pytest.raises(ValueError, match='offset_scale = "embedding" only works with condition'):
+        RIDConfig(condition="concat", offset_scale="embedding")
+    both = 'bias = true and offset_scale = "embedding" only work with condition = "add"'
+    with pytest.raises(ValueError, match=both):
+        RIDConfig(condition="concat", bias=True, offset_scale="embedding")
+
+
+def test_rid_embedding_offset_scale_adds_states_at_the_item_embeddings_norm():
+    ctx = make_ctx()
+    head = RIDConfig.model_construct(
+        augmentation=FixedSubstitutionConfig(), offset_scale="embedding"
+    ).build(ctx)
+    step = make_step(ctx)
+    loss = head(step)
+    aug = FixedSubstitution()(step, step.batch.items, step.batch.lengths)
+    mask = step.batch.mask
+    original = step.hidden * mask.unsqueeze(-1)
+    embedded = ctx.item_embedding(aug.items)
+    scaled = original / original.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    scaled = scaled * embedded.norm(dim=-1, keepdim=True)
+    hidden = ctx.encoder(aug.items, aug.lengths, input_offset=scaled)
+    logits = (hidden[mask] @ head.classifier.weight.t()).squeeze(-1)
+    expected = F.binary_cross_entropy_with_logits(logits, aug.replaced[mask].float())
+    torch.testing.assert_close(loss, expected)
+    # real positions now carry an offset of the item's own size; padding stays zero
+    sizes = to_embedding_norm(original, embedded).norm(dim=-1)
+    torch.testing.assert_close(sizes[mask], embedded.norm(dim=-1)[mask])
+    assert torch.all(sizes[~mask] == 0)
+    loss.backward()
+    assert_has_grad(ctx.encoder)  # the offset's direction still trains the UBE
 
 
 def test_rid_concat_is_bce_of_mlp_over_both_states():

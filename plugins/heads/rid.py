@@ -63,12 +63,32 @@ class RIDConfig(HeadConfig):
         "have (the code's has none; the concat MLP always has biases).",
     )
 
+    offset_scale: Literal["raw", "embedding"] = Field(
+        "raw",
+        description='"add" only: "raw" (the code) adds h_t as it is; "embedding" rescales each '
+        "h_t to the norm of the item embedding it is added to. A trained UBE's post-LayerNorm "
+        "states are ~30× the item embeddings' norm, so raw h_t swamps the item to be judged.",
+    )
+
     @model_validator(mode="after")
-    def _bias_is_for_add(self) -> RIDConfig:
-        if self.bias and self.condition != "add":
+    def _add_only_options(self) -> RIDConfig:
+        if self.condition == "add":
+            return self
+        settings = [
+            text
+            for text, is_set in (
+                ("bias = true", self.bias),
+                ('offset_scale = "embedding"', self.offset_scale != "raw"),
+            )
+            if is_set
+        ]
+        if settings:
+            named = " and ".join(settings)
             msg = (
-                'bias = true applies to condition = "add" (its single Linear D→1); the "concat" '
-                'MLP already has biases. Remove bias or use condition = "add"'
+                f'{named} only work{"s" if len(settings) == 1 else ""} with condition = "add": '
+                "they shape its single Linear D→1 and the state added to the UBE input, while "
+                f'the "concat" MLP has its own biases and adds no state. Remove {named} or use '
+                'condition = "add"'
             )
             raise ValueError(msg)
         return self
@@ -126,6 +146,8 @@ class RIDHead(Head):
         real = batch.mask  # [B, T]; == real positions of S'' (aligned)
         original = step.hidden.masked_fill(~real.unsqueeze(-1), 0.0)  # [B, T, D]
         if self.config.condition == "add":
+            if self.config.offset_scale == "embedding":
+                original = to_embedding_norm(original, step.item_embedding(augmented.items))
             hidden = step.encoder(augmented.items, augmented.lengths, input_offset=original)
             features = hidden[real]  # [P, D]
         else:
@@ -153,6 +175,19 @@ class RIDHead(Head):
                 "Use a substitution here, or the aug_prediction head for this augmentation."
             )
             raise EclsrError(msg)
+
+
+def to_embedding_norm(states: Tensor, embedded: Tensor) -> Tensor:
+    """``states [B, T, D]`` rescaled, per position, to the norm of ``embedded [B, T, D]``.
+
+    The factor carries no gradient: it sets the offset's size, while its direction still trains
+    the UBE. Zero states (padding) stay zero.
+    """
+    with torch.no_grad():
+        factor = embedded.norm(dim=-1, keepdim=True) / states.norm(dim=-1, keepdim=True).clamp(
+            min=1e-6
+        )
+    return states * factor
 
 
 def _init_linear(module: nn.Module) -> None:
