@@ -4,13 +4,15 @@ set -e
 G=results/protocol-grid
 eclsr results render results/headline $G/positions-from-end $G/prefixes $G/sampled-softmax $G/prefixes-epyc $G/authors-settings \
   --baseline headline/sasrec-code \
-  --models headline/sasrec-code,positions-from-end/sasrec-code,prefixes/sasrec-code-prefixes,prefixes-epyc/sasrec-code-prefixes,sampled-softmax/sasrec-code-sampled256,sampled-softmax/sasrec-code-prefixes-sampled256,headline/ecl-sr-code,positions-from-end/ecl-sr-code,authors-settings/ecl-sr-code-authors,prefixes-epyc/ecl-sr-code-prefixes,prefixes-epyc/ecl-sr-code-prefixes-icl0.3 \
+  --models headline/sasrec-code,positions-from-end/sasrec-code,prefixes/sasrec-code-prefixes,prefixes-epyc/sasrec-code-prefixes,sampled-softmax/sasrec-code-sampled256,sampled-softmax/sasrec-code-prefixes-sampled256,headline/ecl-sr-code,positions-from-end/ecl-sr-code,authors-settings/ecl-sr-code-authors,prefixes-epyc/ecl-sr-code-prefixes,prefixes-epyc/ecl-sr-code-prefixes-icl0.3,prefixes-epyc/ecl-sr-code-prefixes-icl0.3-ridscaled \
   --pair prefixes-epyc/sasrec-code-prefixes:prefixes-epyc/ecl-sr-code-prefixes \
   --pair prefixes-epyc/sasrec-code-prefixes:prefixes-epyc/ecl-sr-code-prefixes-icl0.3 \
+  --pair prefixes-epyc/sasrec-code-prefixes:prefixes-epyc/ecl-sr-code-prefixes-icl0.3-ridscaled \
+  --pair prefixes-epyc/ecl-sr-code-prefixes-icl0.3:prefixes-epyc/ecl-sr-code-prefixes-icl0.3-ridscaled \
   --pair headline/ecl-sr-code:prefixes-epyc/ecl-sr-code-prefixes \
   --pair prefixes/sasrec-code-prefixes:sampled-softmax/sasrec-code-prefixes-sampled256 \
   --pair headline/ecl-sr-code:prefixes-epyc/sasrec-code-prefixes \
   --out $G/RESULTS.md
 eclsr results render $G/seen-excluded --baseline sasrec-code-prefixes \
-  --models sasrec-code,sasrec-code-prefixes,ecl-sr-code-prefixes,ecl-sr-code-prefixes-icl0.3 \
+  --models sasrec-code,sasrec-code-prefixes,ecl-sr-code-prefixes,ecl-sr-code-prefixes-icl0.3,ecl-sr-code-prefixes-icl0.3-ridscaled \
   --out $G/SEEN-EXCLUDED.md
