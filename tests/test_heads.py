@@ -523,6 +523,16 @@ def test_rid_add_is_bce_of_ube_with_offset():
     torch.testing.assert_close(loss, expected.mean())
 
 
+def add_discriminator_bce(ctx, head, step, offset, shift: float = 0.0):
+    """The add-condition RID loss recomputed by hand: the UBE over S'' with ``offset`` added to
+    its input, the classifier's weight, logits moved by ``shift``, BCE against the labels."""
+    aug = FixedSubstitution()(step, step.batch.items, step.batch.lengths)
+    mask = step.batch.mask
+    hidden = ctx.encoder(aug.items, aug.lengths, input_offset=offset)
+    logits = (hidden[mask] @ head.classifier.weight.t()).squeeze(-1) + shift
+    return F.binary_cross_entropy_with_logits(logits, aug.replaced[mask].float())
+
+
 def test_rid_add_bias_is_a_learned_offset_of_every_logit():
     ctx = make_ctx()
     head = RIDConfig.model_construct(augmentation=FixedSubstitutionConfig(), bias=True).build(ctx)
@@ -531,12 +541,8 @@ def test_rid_add_bias_is_a_learned_offset_of_every_logit():
         head.classifier.bias.fill_(-1.5)
     step = make_step(ctx)
     loss = head(step)
-    aug = FixedSubstitution()(step, step.batch.items, step.batch.lengths)
-    mask = step.batch.mask
-    hidden = ctx.encoder(aug.items, aug.lengths, input_offset=step.hidden * mask.unsqueeze(-1))
-    logits = (hidden[mask] @ head.classifier.weight.t()).squeeze(-1) - 1.5
-    expected = F.binary_cross_entropy_with_logits(logits, aug.replaced[mask].float())
-    torch.testing.assert_close(loss, expected)
+    offset = step.hidden * step.batch.mask.unsqueeze(-1)
+    torch.testing.assert_close(loss, add_discriminator_bce(ctx, head, step, offset, shift=-1.5))
     loss.backward()
     assert head.classifier.bias.grad is not None and head.classifier.bias.grad.abs() > 0
     # the code's classifier stays bias-free by default
@@ -566,10 +572,7 @@ def test_rid_embedding_offset_scale_adds_states_at_the_item_embeddings_norm():
     embedded = ctx.item_embedding(aug.items)
     scaled = original / original.norm(dim=-1, keepdim=True).clamp(min=1e-6)
     scaled = scaled * embedded.norm(dim=-1, keepdim=True)
-    hidden = ctx.encoder(aug.items, aug.lengths, input_offset=scaled)
-    logits = (hidden[mask] @ head.classifier.weight.t()).squeeze(-1)
-    expected = F.binary_cross_entropy_with_logits(logits, aug.replaced[mask].float())
-    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(loss, add_discriminator_bce(ctx, head, step, scaled))
     # real positions now carry an offset of the item's own size; padding stays zero
     sizes = to_embedding_norm(original, embedded).norm(dim=-1)
     torch.testing.assert_close(sizes[mask], embedded.norm(dim=-1)[mask])
