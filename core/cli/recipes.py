@@ -52,9 +52,28 @@ def add_recipe_commands(sub: argparse._SubParsersAction) -> None:
     )
     run.set_defaults(handler=cmd_run)
 
-    resume = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
+    resume = sub.add_parser(
+        "resume",
+        help="continue an interrupted run from its last checkpoint; or extend a stopped one "
+        "(--set train.patience=N --out NEW_DIR)",
+    )
     resume.add_argument("run_dir", type=Path)
     resume.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    resume.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="raise train.patience or train.epochs: the run trains on as if started with them "
+        "(needs --out)",
+    )
+    resume.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="continue in this new directory; RUN_DIR is copied and left untouched",
+    )
     add_plugin_option(resume)
     resume.set_defaults(handler=cmd_resume)
 
@@ -153,14 +172,39 @@ def cmd_resume(args: argparse.Namespace, out: Console) -> int:
     # from anyone; importing a file runs its code).
     # Says which package a component came from when it is missing now (from plugins.json).
     recipe = load_run_recipe(args.run_dir, args.plugin_files)
+    run_dir = args.run_dir
+    if args.overrides or args.out is not None:
+        recipe, run_dir = _extend(args, recipe)
     rank = maybe_init_distributed()
     progress = not args.no_progress and sys.stderr.isatty()
     command = shlex.join(["eclsr", *sys.argv[1:]])
-    result = run(recipe, args.run_dir, resume=True, progress=progress, command=command)
+    result = run(recipe, run_dir, resume=True, progress=progress, command=command)
     if rank == 0:
-        print_results(out, result.results, args.run_dir)
+        print_results(out, result.results, run_dir)
     leave_distributed()
     return 0
+
+
+def _extend(args: argparse.Namespace, recipe):  # noqa: ANN202
+    """Copy the run to ``--out`` (with raised stopping values) and return what to resume there."""
+    from eclsr.engine.checkpoint import load_latest_checkpoint
+    from eclsr.engine.extend import check_extensible, extended_recipe, fork_run_dir
+
+    if args.out is None:
+        msg = (
+            f"eclsr resume --set writes the extended run to a new directory, so that "
+            f"{str(args.run_dir)!r} keeps its results: add --out NEW_DIR."
+        )
+        raise EclsrError(msg)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        msg = "eclsr resume --out/--set copies the run once: run it as one process, then continue the copy under torchrun with `eclsr resume NEW_DIR`."
+        raise EclsrError(msg)
+    extended = extended_recipe(args.run_dir, recipe, args.overrides)
+    checkpoint = load_latest_checkpoint(args.run_dir)
+    if checkpoint is not None:
+        check_extensible(args.run_dir, extended, int(checkpoint["stage"]))
+    fork_run_dir(args.run_dir, args.out, extended)
+    return extended, args.out
 
 
 def _launch_torchrun(nproc: int) -> int:
