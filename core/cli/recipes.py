@@ -187,8 +187,7 @@ def cmd_resume(args: argparse.Namespace, out: Console) -> int:
 
 def _extend(args: argparse.Namespace, recipe):  # noqa: ANN202
     """Copy the run to ``--out`` (with raised stopping values) and return what to resume there."""
-    from eclsr.engine.checkpoint import load_latest_checkpoint
-    from eclsr.engine.extend import check_extensible, extended_recipe, fork_run_dir
+    from eclsr.engine.extend import extend_run
 
     if args.out is None:
         msg = (
@@ -199,12 +198,7 @@ def _extend(args: argparse.Namespace, recipe):  # noqa: ANN202
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         msg = "eclsr resume --out/--set copies the run once: run it as one process, then continue the copy under torchrun with `eclsr resume NEW_DIR`."
         raise EclsrError(msg)
-    extended = extended_recipe(args.run_dir, recipe, args.overrides)
-    checkpoint = load_latest_checkpoint(args.run_dir)
-    if checkpoint is not None:
-        check_extensible(args.run_dir, extended, int(checkpoint["stage"]))
-    fork_run_dir(args.run_dir, args.out, extended)
-    return extended, args.out
+    return extend_run(args.run_dir, args.out, recipe, args.overrides), args.out
 
 
 def _launch_torchrun(nproc: int) -> int:

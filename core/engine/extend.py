@@ -26,7 +26,24 @@ from eclsr.errors import EclsrError
 #: Recipe values that only say when training stops.
 STOPPING_VALUES = ("train.patience", "train.epochs")
 #: Files of the source run that the extension does not carry: it makes its own results.
-_NOT_COPIED = (rundir.RESULTS, "ranks.npz", rundir.LOCK)
+_NOT_COPIED = frozenset({rundir.RESULTS, "ranks.npz", rundir.LOCK})
+
+
+def extend_run(
+    source: Path, target: Path, recipe: BaseModel, overrides: Sequence[str]
+) -> BaseModel:
+    """Check the extension of run ``source`` and copy it to ``target``; return its recipe.
+
+    ``recipe`` is the run's own; what to resume in ``target`` is the returned one.
+    """
+    from eclsr.engine.checkpoint import load_latest_checkpoint
+
+    extended = extended_recipe(source, recipe, overrides)
+    checkpoint = load_latest_checkpoint(source)
+    if checkpoint is not None:
+        check_extensible(source, extended, int(checkpoint["stage"]))
+    fork_run_dir(source, target, extended)
+    return extended
 
 
 def extended_recipe(run_dir: Path, recipe: BaseModel, overrides: Sequence[str]) -> BaseModel:
@@ -72,8 +89,6 @@ def fork_run_dir(source: Path, target: Path, recipe: BaseModel) -> None:
     The copy is made in a temporary sibling and renamed into place, so an interrupted fork leaves
     no half-copied run behind; ``source`` is locked meanwhile and left untouched.
     """
-    import yaml
-
     rundir.check_run_dir(target, overwrite=False)
     if target.resolve() == source.resolve():
         msg = f"--out {str(target)!r} is the run being extended; choose a new directory."
@@ -83,10 +98,13 @@ def fork_run_dir(source: Path, target: Path, recipe: BaseModel) -> None:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             for file in sorted(source.iterdir()):
-                if file.is_file() and file.name not in _NOT_COPIED and not _temporary(file):
+                if (
+                    file.is_file()
+                    and file.name not in _NOT_COPIED
+                    and not file.match(rundir.TEMPORARY)
+                ):
                     shutil.copy2(file, staging / file.name)
-            text = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
-            rundir.atomic_write_bytes(staging / rundir.RECIPE, text.encode())
+            rundir.write_recipe(staging / rundir.RECIPE, recipe)
             if target.is_dir():  # an empty directory the user made: replace it
                 target.rmdir()
             os.replace(staging, target)
@@ -96,10 +114,6 @@ def fork_run_dir(source: Path, target: Path, recipe: BaseModel) -> None:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-
-
-def _temporary(file: Path) -> bool:
-    return file.name.startswith(".") and file.name.endswith(".tmp")
 
 
 def _changed_paths(before: Any, after: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:

@@ -28,6 +28,8 @@ RECIPE = "recipe.yaml"
 PLUGINS = "plugins.json"
 BEST = "best.pt"
 LOCK = ".eclsr.lock"
+#: What an atomic write killed mid-way leaves behind (``.NAME.*.tmp``).
+TEMPORARY = ".*.tmp"
 #: Files whose loss would lose a user's work: never advise a command that deletes them.
 PRECIOUS = (RESULTS, METRICS, BEST, "ranks.npz", "checkpoint-*.pt")
 #: Files a run writes; --overwrite removes these (and nothing else) from a reused directory.
@@ -119,7 +121,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     looks the same.
     """
     removed = []
-    for file in path.glob(".*.tmp"):
+    for file in path.glob(TEMPORARY):
         if file.is_file():
             file.unlink(missing_ok=True)
             removed.append(file)
@@ -281,6 +283,14 @@ def _memory_gib() -> float | None:
 def write_json(path: Path, value: Any) -> None:
     """Atomically write ``value`` as indented JSON."""
     atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=False) + "\n").encode())
+
+
+def write_recipe(path: Path, recipe: Any) -> None:
+    """The resolved recipe as ``path`` (YAML, defaults filled in, fields in schema order)."""
+    import yaml
+
+    text = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    atomic_write_bytes(path, text.encode())
 
 
 def append_jsonl(path: Path, value: Any) -> None:

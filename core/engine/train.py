@@ -411,12 +411,9 @@ def _since(started: float) -> float:
 
 
 def _write_preamble(out_dir: Path, recipe: Any) -> None:
-    import yaml
-
     from eclsr.registry.listing import plugin_rows
 
-    text = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
-    rundir.atomic_write_bytes(out_dir / rundir.RECIPE, text.encode())
+    rundir.write_recipe(out_dir / rundir.RECIPE, recipe)
     rundir.write_json(out_dir / rundir.PLUGINS, plugin_rows())
 
 
