@@ -16,3 +16,6 @@ eclsr results render results/headline $G/positions-from-end $G/prefixes $G/sampl
 eclsr results render $G/seen-excluded --baseline sasrec-code-prefixes \
   --models sasrec-code,sasrec-code-prefixes,ecl-sr-code-prefixes,ecl-sr-code-prefixes-icl0.3,ecl-sr-code-prefixes-icl0.3-ridscaled \
   --out $G/SEEN-EXCLUDED.md
+eclsr results render $G/patience10 --baseline sasrec-code-prefixes \
+  --models sasrec-code-prefixes,ecl-sr-code-prefixes-icl0.3 \
+  --out $G/PATIENCE10.md
