@@ -343,3 +343,78 @@ def test_welch_ttest_edge_cases():
     assert t == math.inf and p == 0.0
     with pytest.raises(EclsrError, match="at least two seeds"):
         welch_ttest(np.array([0.1]), np.array([0.2, 0.3]))
+
+
+# --------------------------------------------------------------------------- by history length
+
+
+def _test_history_lengths(run_dir) -> np.ndarray:
+    """Leave-one-out test histories, counted straight from the data: all items but the last."""
+    from eclsr.results.inference import load_run_data, load_run_recipe
+
+    data = load_run_data(load_run_recipe(run_dir))
+    users = np.load(run_dir / "ranks.npz")["users"]
+    return data.lengths[users] - 1
+
+
+def test_compare_by_length_partitions_users(runs, scipy_stats):
+    from eclsr.results.by_length import compare_by_length
+
+    a, b = load_run(runs["a"]), load_run(runs["b"])
+    lengths = _test_history_lengths(runs["a"])
+    assert len(np.unique(lengths)) >= 3, "the synthetic data needs varied lengths for this test"
+    middle = int(np.median(lengths))
+    groups = compare_by_length(a, b, ["ndcg@10"], edges=[middle, middle + 2])
+    assert [g.low for g in groups] == [lengths.min(), middle, middle + 2]
+    assert sum(g.users for g in groups) == len(lengths)
+    per_user_a = per_user_metric(np.load(runs["a"] / "ranks.npz")["test"], "ndcg@10")
+    per_user_b = per_user_metric(np.load(runs["b"] / "ranks.npz")["test"], "ndcg@10")
+    for group in groups:
+        members = (lengths >= group.low) & (lengths <= group.high)
+        assert group.users == members.sum() and group.high == lengths[members].max()
+        (test,) = group.tests
+        assert test.mean_a == pytest.approx(per_user_a[members].mean())
+        assert test.mean_b == pytest.approx(per_user_b[members].mean())
+        expected = scipy_stats.ttest_rel(per_user_b[members], per_user_a[members])
+        assert test.p_t == pytest.approx(expected.pvalue, nan_ok=True)
+    overall = sum(g.tests[0].mean_b * g.users for g in groups) / len(lengths)
+    assert overall == pytest.approx(b.results["test"]["ndcg@10"])
+
+
+def test_compare_by_length_quantile_groups(runs):
+    from eclsr.results.by_length import compare_by_length, quantile_edges
+
+    lengths = _test_history_lengths(runs["a"])
+    edges = quantile_edges(lengths)
+    assert edges == sorted(set(edges)) and all(lengths.min() < e <= lengths.max() for e in edges)
+    groups = compare_by_length(load_run(runs["a"]), load_run(runs["b"]), ["recall@10"])
+    assert [g.low for g in groups] == [lengths.min(), *edges]
+    # quantile groups are filled about equally, up to the ties at a cut
+    assert max(g.users for g in groups) <= 2 * len(lengths) / len(groups)
+
+
+def test_compare_by_length_cli(runs, capsys):
+    a, b = str(runs["a"]), str(runs["b"])
+    assert main(["compare", a, b, "--by-length", "--metric", "ndcg@10", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sum(r["users"] for r in rows) == len(np.load(runs["a"] / "ranks.npz")["users"])
+    assert {"low", "high", "tests"} <= rows[0].keys() and rows[0]["tests"][0]["metric"] == "ndcg@10"
+    assert main(["compare", a, b, "--by-length", "4,9"]) == 0
+    out = capsys.readouterr().out
+    for fragment in ("by history length", "history", "users", "recall@10 A → B", "untruncated"):
+        assert fragment in out, fragment
+    for bad in ("9,4", "x", "0,3", "4,4"):
+        assert main(["compare", a, b, "--by-length", bad]) == 2
+        assert "--by-length" in capsys.readouterr().err
+
+
+def test_compare_by_length_refuses_foreign_users(runs, tmp_path):
+    from eclsr.results.by_length import compare_by_length
+
+    stranger = tmp_path / "stranger"
+    shutil.copytree(runs["a"], stranger)
+    saved = np.load(runs["a"] / "ranks.npz")
+    users = saved["users"] + 10_000  # users the recipe's data does not have
+    np.savez(stranger / "ranks.npz", users=users, test=saved["test"], valid=saved["valid"])
+    with pytest.raises(EclsrError, match="do not belong together"):
+        compare_by_length(load_run(stranger), load_run(stranger), ["ndcg@10"])

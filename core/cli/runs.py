@@ -12,12 +12,16 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from eclsr.cli.options import add_plugin_option
 from eclsr.errors import EclsrError
+
+if TYPE_CHECKING:
+    from eclsr.results.report import RunRecord
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -94,6 +98,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--alpha", type=float, default=0.01, help="significance level (default 0.01)"
     )
     compare.add_argument("--json", action="store_true", help="print JSON")
+    compare.add_argument(
+        "--by-length",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="STARTS",
+        help="the tests per history-length group: quintiles, or the groups' first lengths (5,8,12)",
+    )
     compare.add_argument(
         "--allow-protocol-mismatch",
         action="store_true",
@@ -267,6 +279,8 @@ def cmd_compare(args: argparse.Namespace, out: Console) -> int:
     if args.allow_protocol_mismatch:  # otherwise compare_runs refuses a mismatch itself
         for difference in check_protocols([run_a, run_b], allow_mismatch=True):
             print(f"note: protocols differ: {difference}", file=sys.stderr)
+    if args.by_length is not None:
+        return _compare_by_length(args, run_a, run_b, metrics, out)
     tests = compare_runs(run_a, run_b, metrics, args.split, args.allow_protocol_mismatch)
     if args.json:
         print(
@@ -298,6 +312,57 @@ def cmd_compare(args: argparse.Namespace, out: Console) -> int:
         else "built-in (scipy not installed: t-test exact, Wilcoxon by normal approximation)"
     )
     out.print(f"* p < {args.alpha}; two-sided; tests from {note}.", highlight=False)
+    return 0
+
+
+def _compare_by_length(
+    args: argparse.Namespace,
+    run_a: RunRecord,
+    run_b: RunRecord,
+    metrics: list[str],
+    out: Console,
+) -> int:
+    """``eclsr compare A B --by-length [STARTS]``: one row per history-length group."""
+    from eclsr.results.by_length import compare_by_length, parse_edges
+
+    groups = compare_by_length(
+        run_a,
+        run_b,
+        metrics,
+        args.split,
+        parse_edges(args.by_length),
+        args.allow_protocol_mismatch,
+    )
+    if args.json:
+        rows = [
+            {"low": g.low, "high": g.high, "users": g.users}
+            | {"tests": [t.__dict__ | {"diff": t.diff} for t in g.tests]}
+            for g in groups
+        ]
+        print(json.dumps(rows))
+        return 0
+    total = sum(g.users for g in groups)
+    table = Table(
+        title=f"B = {args.run_b} vs A = {args.run_a} ({args.split}, {total} users) by history length"
+    )
+    table.add_column("history", justify="right")
+    table.add_column("users", justify="right")
+    for metric in metrics:
+        table.add_column(f"{metric} A → B", justify="right")
+        table.add_column("B − A (p t-test)", justify="right")
+    for group in groups:
+        cells = [group.label, str(group.users)]
+        for test in group.tests:
+            relative = f", {test.diff / test.mean_a:+.0%}" if test.mean_a > 0 else ""
+            cells.append(f"{test.mean_a:.4f} → {test.mean_b:.4f}")
+            cells.append(f"{test.diff:+.4f}{relative} ({_p(test.p_t, args.alpha)})")
+        table.add_row(*cells)
+    _print_wide(out, table)
+    out.print(
+        f"history: items before the {args.split} target, untruncated. * p < {args.alpha}, two-sided,"
+        f" per group ({len(groups)} tests per metric: some small p-values are chance).",
+        highlight=False,
+    )
     return 0
 
 

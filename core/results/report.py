@@ -259,7 +259,9 @@ def load_ranks(run: RunRecord, split: str = "test") -> tuple[np.ndarray, np.ndar
     path = run.path / "ranks.npz"
     try:
         with np.load(path, allow_pickle=False) as saved:
-            return saved["users"], saved[split]
+            # validation users are stored apart: a time split may validate other users than it tests
+            users = "valid_users" if split == "valid" and "valid_users" in saved.files else "users"
+            return saved[users], saved[split]
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         msg = f"{str(path)!r} cannot be read ({exc}); it is damaged or truncated. Per-user comparisons need the ranks every run saves: re-run `eclsr evaluate` on it, or restore the file."
         raise EclsrError(msg) from None
