@@ -335,3 +335,42 @@ def test_unequal_seed_counts_pair_the_same_number_of_seeds(tmp_path):
     text = render(book, baseline="base", metrics=["recall@10"])
     row = next(line for line in text.splitlines() if line.startswith("| many | 4000"))
     assert "| many | 4000 (seeds 42 vs 42) |" in row
+
+
+def test_render_by_length_tests_each_group_with_seeds_averaged(book, capsys):
+    from eclsr.results.by_length import LengthSplit
+    from eclsr.results.inference import load_run_data, load_run_recipe
+
+    groups = {group.model: group for group in load_book(book)}
+    base, contrastive = groups["base"], groups["contrastive"]
+    data = load_run_data(load_run_recipe(base.runs[0].path))
+    users = np.load(base.runs[0].path / "ranks.npz")["users"]
+    lengths = data.lengths[users] - 1  # leave-one-out: the test target's history is all but it
+    middle = int(np.median(lengths))
+    text = render(book, baseline="base", by_length=LengthSplit([middle]))
+    title = "contrastive (B) vs base (A) by history length"
+    assert title in text and "seeds 1, 2 vs 1, 2, averaged per user" in text
+    rows = text.split(title)[1].split("\n\n")[1].splitlines()[2:]  # after the header
+    assert len(rows) == 2  # below the median and from it on
+    per_user_a = np.mean(
+        [per_user_metric(np.load(r.path / "ranks.npz")["test"], "ndcg@10") for r in base.runs],
+        axis=0,
+    )
+    per_user_b = np.mean(
+        [
+            per_user_metric(np.load(r.path / "ranks.npz")["test"], "ndcg@10")
+            for r in contrastive.runs
+        ],
+        axis=0,
+    )
+    for row, members in zip(rows, (lengths < middle, lengths >= middle), strict=True):
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[0].startswith(str(lengths[members].min())) and cells[1] == str(members.sum())
+        expected = paired_tests(per_user_a[members], per_user_b[members])
+        assert cells[4].startswith(
+            f"{expected.mean_a:.4f} → {expected.mean_b:.4f} ({expected.diff:+.4f}"
+        )
+        assert f"p={expected.p_t:.1e})" in cells[4]
+    assert "by history length" not in render(book, baseline="base")
+    assert main(["results", "render", str(book), "--baseline", "base", "--by-length", "3,2"]) == 2
+    assert "--by-length" in capsys.readouterr().err

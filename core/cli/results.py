@@ -41,6 +41,15 @@ def add_results_command(sub: argparse._SubParsersAction) -> None:
                         help="also test model B against model A (repeatable)")  # fmt: skip
     render.add_argument("--metric", action="append", default=[],
                         help=f"test metric (repeatable; default {', '.join(PAPER_METRICS)})")  # fmt: skip
+    render.add_argument(
+        "--by-length",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="STARTS",
+        help="also test each --pair (else each model vs --baseline) per history-length group: "
+        "quintiles, or the groups' first lengths (5,8,12); reads the recipes' datasets",
+    )
     render.add_argument("--out", type=Path, default=None, help="write here instead of stdout")
     render.set_defaults(handler=cmd_render)
 
@@ -56,6 +65,7 @@ def cmd_collect(args: argparse.Namespace, out: Console) -> int:
 
 def cmd_render(args: argparse.Namespace, out: Console) -> int:
     """``eclsr results render DIR [--paper FILE] [--out FILE]``."""
+    from eclsr.results.by_length import LengthSplit, parse_edges
     from eclsr.results.headline import render
 
     if args.out is not None and args.out.exists():
@@ -68,6 +78,7 @@ def cmd_render(args: argparse.Namespace, out: Console) -> int:
         command=_command_line(args),
         order=[name for name in args.models.split(",") if name],
         pairs=[_pair(pair) for pair in args.pair],
+        by_length=None if args.by_length is None else LengthSplit(parse_edges(args.by_length)),
     )
     if args.out is None:
         print(text, end="")

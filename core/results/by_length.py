@@ -12,7 +12,7 @@ data file must be where the recipe says; its hash is checked against ``results.j
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +38,14 @@ class LengthGroup:
     def label(self) -> str:
         """``"4"`` or ``"8–11"``."""
         return str(self.low) if self.low == self.high else f"{self.low}–{self.high}"
+
+
+@dataclass(frozen=True)
+class LengthSplit:
+    """How users are grouped: ``edges`` are the groups' first lengths after the first one's
+    (None: :data:`DEFAULT_GROUPS` quantile groups)."""
+
+    edges: list[int] | None = None
 
 
 def parse_edges(text: str) -> list[int] | None:
@@ -84,18 +92,30 @@ def compare_by_length(
     edges: list[int] | None = None,
     allow_mismatch: bool = False,
 ) -> list[LengthGroup]:
-    """Paired tests (B − A) within each history-length group; empty groups are left out.
-
-    ``edges`` are the first lengths of the groups after the first (None: quantile groups).
-    A group of one user gets no test (its p-values are NaN).
-    """
+    """Paired tests (B − A) within each history-length group of two runs (see :func:`grouped_tests`)."""
     check_protocols([run_a, run_b], allow_mismatch)
     users_a, ranks_a = load_ranks(run_a, split)
     users_b, ranks_b = load_ranks(run_b, split)
     if not np.array_equal(users_a, users_b):
         msg = f"{run_a.path} and {run_b.path} ranked different users ({len(users_a)} vs {len(users_b)}); they cannot be paired."
         raise EclsrError(msg)
-    lengths = _lengths_of(run_a, split, users_a)
+    lengths = users_history(run_a, split, users_a)
+    values_a = {m: per_user_metric(ranks_a, m) for m in metrics}
+    values_b = {m: per_user_metric(ranks_b, m) for m in metrics}
+    return grouped_tests(lengths, values_a, values_b, edges)
+
+
+def grouped_tests(
+    lengths: np.ndarray,
+    values_a: Mapping[str, np.ndarray],
+    values_b: Mapping[str, np.ndarray],
+    edges: list[int] | None = None,
+) -> list[LengthGroup]:
+    """Paired tests (B − A) of per-user values within each history-length group.
+
+    ``edges`` are the first lengths of the groups after the first (None: quantile groups);
+    empty groups are left out, and a group of one user gets no test (its p-values are NaN).
+    """
     starts = [int(lengths.min()), *(edges if edges is not None else quantile_edges(lengths))]
     bounds = [s for s in starts if s >= lengths.min()]
     groups = []
@@ -103,16 +123,12 @@ def compare_by_length(
         members = (lengths >= low) & (lengths < next_low)
         if not members.any():
             continue
-        high = int(lengths[members].max())
-        tests = [
-            _tests(per_user_metric(ranks_a[members], m), per_user_metric(ranks_b[members], m), m)
-            for m in metrics
-        ]
-        groups.append(LengthGroup(low, high, int(members.sum()), tests))
+        tests = [_tests(values_a[m][members], values_b[m][members], m) for m in values_a]
+        groups.append(LengthGroup(low, int(lengths[members].max()), int(members.sum()), tests))
     return groups
 
 
-def _lengths_of(run: RunRecord, split: str, users: np.ndarray) -> np.ndarray:
+def users_history(run: RunRecord, split: str, users: np.ndarray) -> np.ndarray:
     """The history length of each user in ``users`` (the order of the run's ``ranks.npz``)."""
     known_users, known_lengths = history_lengths(run, split)
     position = np.searchsorted(known_users, users)

@@ -23,6 +23,7 @@ import numpy as np
 
 from eclsr.engine import rundir
 from eclsr.errors import EclsrError
+from eclsr.results.by_length import LengthSplit, grouped_tests, users_history
 from eclsr.results.report import (
     PAPER_METRICS,
     RunRecord,
@@ -228,12 +229,15 @@ def render(
     command: str = "",
     order: Sequence[str] = (),
     pairs: Sequence[tuple[str, str]] = (),
+    by_length: LengthSplit | None = None,
 ) -> str:
     """The markdown results book for the runs collected under ``book`` (one folder or several).
 
     Models are listed in ``order`` (names not in it follow, baseline first, then by name). Every
     model is tested against ``baseline``; each ``(a, b)`` in ``pairs`` adds a test of b against a
-    on the datasets that hold both (e.g. ECL-SR against ICL-SR: what RID adds).
+    on the datasets that hold both (e.g. ECL-SR against ICL-SR: what RID adds). With
+    ``by_length``, each pair (or, without pairs, each model against the baseline) is also tested
+    per history-length group; that reads the datasets the recipes name.
     """
     paper = load_paper(paper_file)  # a broken paper file fails before any run is read
     books = [book] if isinstance(book, Path) else list(book)
@@ -253,6 +257,8 @@ def render(
     for dataset in sorted({group.dataset for group in groups}):  # groups stay in model order
         in_dataset = [group for group in groups if group.dataset == dataset]
         lines += _dataset_section(dataset, in_dataset, paper, baseline, metrics, pairs)
+        if by_length is not None:
+            lines += _length_lines(in_dataset, baseline, pairs, metrics, by_length)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -380,6 +386,54 @@ def _test_row(label: str, a: ModelRuns, b: ModelRuns, metrics: Sequence[str]) ->
         mark = " *" if max(p_values) < SIGNIFICANCE_ALPHA else ""
         cells.append(f"{text}){mark}")
     return _row(cells)
+
+
+def _length_lines(
+    groups: Sequence[ModelRuns],
+    baseline: str,
+    pairs: Sequence[tuple[str, str]],
+    metrics: Sequence[str],
+    split: LengthSplit,
+) -> list[str]:
+    """One table per compared pair: the paired tests within each history-length group."""
+    by_model = {group.model: group for group in groups}
+    wanted = list(pairs) or [(baseline, g.model) for g in groups if g.model != baseline]
+    lines = []
+    for a, b in [(a, b) for a, b in wanted if a in by_model and b in by_model]:
+        kept_a, kept_b = matched_seeds(by_model[a], by_model[b])
+        check_protocols([*kept_a.runs, *kept_b.runs])
+        users, ranks_a = seed_ranks(kept_a)
+        users_b, ranks_b = seed_ranks(kept_b)
+        if not np.array_equal(users, users_b):
+            msg = f"{a} and {b} ranked different users; they cannot be paired."
+            raise EclsrError(msg)
+        lengths = users_history(kept_a.runs[0], "test", users)
+        tests = grouped_tests(
+            lengths,
+            {m: seed_mean(ranks_a, m) for m in metrics},
+            {m: seed_mean(ranks_b, m) for m in metrics},
+            split.edges,
+        )
+        seeds = f"seeds {_seed_list(kept_a)} vs {_seed_list(kept_b)}"
+        header = ["history", "users", *(f"{m}: A → B (B − A, t p)" for m in metrics)]
+        lines += [
+            f"{b} (B) vs {a} (A) by history length (items before the test target; {seeds}, "
+            f"averaged per user):",
+            "",
+            _row(header),
+            "|" + "---|" * len(header),
+        ]
+        for group in tests:
+            cells = [group.label, str(group.users)]
+            for test in group.tests:
+                relative = f", {test.diff / test.mean_a:+.0%}" if test.mean_a > 0 else ""
+                cells.append(
+                    f"{test.mean_a:.4f} → {test.mean_b:.4f} ({test.diff:+.4f}{relative}, "
+                    f"p={test.p_t:.1e})"
+                )
+            lines.append(_row(cells))
+        lines.append("")
+    return lines
 
 
 def _command_lines(groups: Sequence[ModelRuns]) -> list[str]:

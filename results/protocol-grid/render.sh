@@ -19,3 +19,8 @@ eclsr results render $G/seen-excluded --baseline sasrec-code-prefixes \
 eclsr results render $G/patience10 --baseline sasrec-code-prefixes \
   --models sasrec-code-prefixes,ecl-sr-code-prefixes-icl0.3 \
   --out $G/PATIENCE10.md
+# Where along the history length ECL-SR gains (reads the datasets: set ECLSR_DATA_DIR)
+eclsr results render $G/prefixes-epyc --baseline sasrec-code-prefixes \
+  --models sasrec-code-prefixes,ecl-sr-code-prefixes,ecl-sr-code-prefixes-icl0.3 \
+  --pair sasrec-code-prefixes:ecl-sr-code-prefixes-icl0.3 --pair sasrec-code-prefixes:ecl-sr-code-prefixes \
+  --by-length 5,6,8,12,20 --out $G/BY-LENGTH.md
