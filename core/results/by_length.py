@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eclsr.errors import EclsrError
-from eclsr.results.report import RunRecord, check_protocols, load_ranks
+from eclsr.results.report import RunRecord, paired_ranks
 from eclsr.results.stats import PairedTest, paired_tests, per_user_metric
 
 #: Default number of groups: quantiles of the history length (fewer when lengths repeat).
@@ -93,13 +93,8 @@ def compare_by_length(
     allow_mismatch: bool = False,
 ) -> list[LengthGroup]:
     """Paired tests (B − A) within each history-length group of two runs (see :func:`grouped_tests`)."""
-    check_protocols([run_a, run_b], allow_mismatch)
-    users_a, ranks_a = load_ranks(run_a, split)
-    users_b, ranks_b = load_ranks(run_b, split)
-    if not np.array_equal(users_a, users_b):
-        msg = f"{run_a.path} and {run_b.path} ranked different users ({len(users_a)} vs {len(users_b)}); they cannot be paired."
-        raise EclsrError(msg)
-    lengths = users_history(run_a, split, users_a)
+    users, ranks_a, ranks_b = paired_ranks(run_a, run_b, split, allow_mismatch)
+    lengths = users_history(run_a, split, users)
     values_a = {m: per_user_metric(ranks_a, m) for m in metrics}
     values_b = {m: per_user_metric(ranks_b, m) for m in metrics}
     return grouped_tests(lengths, values_a, values_b, edges)

@@ -182,6 +182,17 @@ def significance(
 
     With unequal seed counts, both sides use the seeds :func:`matched_seeds` keeps.
     """
+    _, ranks_a, ranks_b = matched_seed_ranks(baseline, other)
+    return [
+        paired_tests(seed_mean(ranks_a, metric), seed_mean(ranks_b, metric), metric)
+        for metric in metrics
+    ]
+
+
+def matched_seed_ranks(
+    baseline: ModelRuns, other: ModelRuns
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """``(users, baseline's ranks per seed, other's)`` over the seeds :func:`matched_seeds` keeps."""
     check_protocols([*baseline.runs, *other.runs])
     baseline, other = matched_seeds(baseline, other)
     users_a, ranks_a = seed_ranks(baseline)
@@ -189,10 +200,7 @@ def significance(
     if not np.array_equal(users_a, users_b):
         msg = f"{baseline.model} and {other.model} on {baseline.dataset} ranked different users; they cannot be paired."
         raise EclsrError(msg)
-    return [
-        paired_tests(seed_mean(ranks_a, metric), seed_mean(ranks_b, metric), metric)
-        for metric in metrics
-    ]
+    return users_a, ranks_a, ranks_b
 
 
 def across_seeds(baseline: ModelRuns, other: ModelRuns, metric: str) -> float | None:
@@ -400,13 +408,8 @@ def _length_lines(
     wanted = list(pairs) or [(baseline, g.model) for g in groups if g.model != baseline]
     lines = []
     for a, b in [(a, b) for a, b in wanted if a in by_model and b in by_model]:
+        users, ranks_a, ranks_b = matched_seed_ranks(by_model[a], by_model[b])
         kept_a, kept_b = matched_seeds(by_model[a], by_model[b])
-        check_protocols([*kept_a.runs, *kept_b.runs])
-        users, ranks_a = seed_ranks(kept_a)
-        users_b, ranks_b = seed_ranks(kept_b)
-        if not np.array_equal(users, users_b):
-            msg = f"{a} and {b} ranked different users; they cannot be paired."
-            raise EclsrError(msg)
         lengths = users_history(kept_a.runs[0], "test", users)
         tests = grouped_tests(
             lengths,

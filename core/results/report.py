@@ -279,15 +279,23 @@ def compare_runs(
     ``allow_mismatch`` pairs runs whose protocols differ (say, one model scored with and
     without seen items) when the users still match.
     """
+    _, ranks_a, ranks_b = paired_ranks(run_a, run_b, split, allow_mismatch)
+    return [
+        paired_tests(per_user_metric(ranks_a, m), per_user_metric(ranks_b, m), m) for m in metrics
+    ]
+
+
+def paired_ranks(
+    run_a: RunRecord, run_b: RunRecord, split: str = "test", allow_mismatch: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(users, ranks of A, ranks of B)`` for two runs that scored the same users alike."""
     check_protocols([run_a, run_b], allow_mismatch)
     users_a, ranks_a = load_ranks(run_a, split)
     users_b, ranks_b = load_ranks(run_b, split)
     if not np.array_equal(users_a, users_b):
         msg = f"{run_a.path} and {run_b.path} ranked different users ({len(users_a)} vs {len(users_b)}); they cannot be paired."
         raise EclsrError(msg)
-    return [
-        paired_tests(per_user_metric(ranks_a, m), per_user_metric(ranks_b, m), m) for m in metrics
-    ]
+    return users_a, ranks_a, ranks_b
 
 
 def results_table(
