@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -82,6 +83,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = "out of memory. Lower the sizes in the recipe (encoder.hidden, train.batch_size, eval.batch_size) or use a larger machine."
         _print_error(err, EclsrError(text))
         return EXIT_USAGE
+
+
+def console_main() -> int:
+    """The ``eclsr`` console script and ``python -m eclsr``: :func:`main`, then a quiet exit.
+
+    Once the command has returned, its work is done and its exit code chosen; what remains is the
+    interpreter's shutdown (torch takes a few tenths of a second to tear down), during which Python
+    has already restored SIGINT's default action. A Ctrl-C landing there would kill the process
+    with no message and report a failure for a command that succeeded, so the shutdown ignores it.
+    Only the command does this: :func:`main` called in-process leaves the host's signals alone.
+    """
+    try:
+        code = main()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except KeyboardInterrupt:  # landed between main's own handling and the line above
+        sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
+    return code
 
 
 def _os_error_text(exc: OSError) -> str:
