@@ -408,6 +408,40 @@ def test_compare_by_length_cli(runs, capsys):
         assert "--by-length" in capsys.readouterr().err
 
 
+def _strict_loads(text: str) -> object:
+    """json.loads that refuses NaN and Infinity, as jq and JavaScript do."""
+
+    def refuse(token: str) -> object:
+        raise ValueError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_compare_json_writes_an_undefined_p_value_as_null(runs, tmp_path, capsys):
+    # a run whose longest history belongs to one user only: that group has no p-value
+    lengths = _test_history_lengths(runs["a"])
+    saved = np.load(runs["a"] / "ranks.npz")
+    keep = lengths < lengths.max()
+    keep[np.flatnonzero(lengths == lengths.max())[0]] = True
+    lonely = tmp_path / "lonely"
+    shutil.copytree(runs["a"], lonely)
+    np.savez(
+        lonely / "ranks.npz",
+        users=saved["users"][keep],
+        test=saved["test"][keep],
+        valid=saved["valid"],
+    )
+    run_dir = str(lonely)
+    args = ["compare", run_dir, run_dir, "--metric", "ndcg@10", "--json"]
+    assert main([*args, "--by-length", str(lengths.max())]) == 0
+    groups = _strict_loads(capsys.readouterr().out)
+    assert [g["users"] for g in groups] == [int(keep.sum()) - 1, 1]
+    assert groups[1]["tests"][0]["p_t"] is None and groups[0]["tests"][0]["p_t"] is not None
+    assert main(args) == 0  # the whole-run output goes through the same writer
+    (row,) = _strict_loads(capsys.readouterr().out)
+    assert row["diff"] == 0.0 and row["n"] == int(keep.sum())
+
+
 def test_compare_by_length_refuses_foreign_users(runs, tmp_path):
     from eclsr.results.by_length import compare_by_length
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -284,7 +285,7 @@ def cmd_compare(args: argparse.Namespace, out: Console) -> int:
     tests = compare_runs(run_a, run_b, metrics, args.split, args.allow_protocol_mismatch)
     if args.json:
         print(
-            json.dumps(
+            _strict_json(
                 [
                     t.__dict__ | {"diff": t.diff, "significant": max(t.p_t, t.p_w) < args.alpha}
                     for t in tests
@@ -339,7 +340,7 @@ def _compare_by_length(
             | {"tests": [t.__dict__ | {"diff": t.diff} for t in g.tests]}
             for g in groups
         ]
-        print(json.dumps(rows))
+        print(_strict_json(rows))
         return 0
     total = sum(g.users for g in groups)
     table = Table(
@@ -364,6 +365,25 @@ def _compare_by_length(
         highlight=False,
     )
     return 0
+
+
+def _strict_json(value: object) -> str:
+    """JSON that any parser reads: an undefined statistic (NaN) is written as null.
+
+    A test over one user, or over two runs with identical ranks, has no p-value; Python's json
+    would write the bare token NaN, which jq, JavaScript and most other parsers reject.
+    """
+    return json.dumps(_finite_or_none(value), allow_nan=False)
+
+
+def _finite_or_none(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(item) for item in value]
+    return value
 
 
 def _print_wide(out: Console, renderable: Table) -> None:
