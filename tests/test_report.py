@@ -4,6 +4,7 @@ import json
 import math
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -452,3 +453,85 @@ def test_compare_by_length_refuses_foreign_users(runs, tmp_path):
     np.savez(stranger / "ranks.npz", users=users, test=saved["test"], valid=saved["valid"])
     with pytest.raises(EclsrError, match="do not belong together"):
         compare_by_length(load_run(stranger), load_run(stranger), ["ndcg@10"])
+
+
+# --------------------------------------------------------------------------- compare over seeds
+
+
+def _seed_folder(tmp_path, name: str, sources, lift: float = 0.0) -> Path:
+    """A collected-style model folder (seed-N/ per run); ``lift`` moves that share of users to rank 1."""
+    folder = tmp_path / name
+    for source in sources:
+        target = folder / f"seed-{json.loads((source / 'results.json').read_text())['seed']}"
+        shutil.copytree(source, target)
+        if lift:
+            saved = dict(np.load(source / "ranks.npz"))
+            lifted = np.arange(len(saved["test"])) % round(1 / lift) == 0
+            saved["test"] = np.where(lifted, 1, saved["test"])  # ranks count from 1
+            np.savez(target / "ranks.npz", **saved)
+            results = json.loads((target / "results.json").read_text())
+            for metric in results["test"]:  # keep results.json true to the ranks it sits beside
+                if metric.split("@")[0] in ("recall", "ndcg"):
+                    results["test"][metric] = float(per_user_metric(saved["test"], metric).mean())
+            (target / "results.json").write_text(json.dumps(results))
+    return folder
+
+
+def test_compare_seed_folders_average_users_and_add_welch(runs, tmp_path, scipy_stats):
+    from eclsr.results.headline import seed_mean
+    from eclsr.results.seed_compare import compare_seeds, load_side
+
+    side_a = load_side(_seed_folder(tmp_path, "a", [runs["a"], runs["b"]]))
+    side_b = load_side(_seed_folder(tmp_path, "b", [runs["a"], runs["b"]], lift=0.25))
+    assert [r.results["seed"] for r in side_a.runs] == [1, 2]
+    (result,) = compare_seeds(side_a, side_b, ["ndcg@10"])
+    ranks = {
+        side: [np.load(r.path / "ranks.npz")["test"] for r in group.runs]
+        for side, group in (("a", side_a), ("b", side_b))
+    }
+    per_user_a, per_user_b = seed_mean(ranks["a"], "ndcg@10"), seed_mean(ranks["b"], "ndcg@10")
+    expected = scipy_stats.ttest_rel(per_user_b, per_user_a)
+    assert result.test.mean_b > result.test.mean_a and result.paired_a == result.paired_b == [1, 2]
+    assert result.test.p_t == pytest.approx(expected.pvalue)
+    seed_values = {
+        side: [r.results["test"]["ndcg@10"] for r in group.runs]
+        for side, group in (("a", side_a), ("b", side_b))
+    }
+    welch = scipy_stats.ttest_ind(seed_values["b"], seed_values["a"], equal_var=False)
+    assert result.p_seeds == pytest.approx(welch.pvalue)
+
+
+def test_compare_cli_with_seed_folders(runs, tmp_path, capsys):
+    folder_b = _seed_folder(tmp_path, "b", [runs["a"], runs["b"]], lift=0.25)
+    args = ["compare", str(runs["a"]), str(folder_b), "--metric", "recall@10"]
+    assert main([*args, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    # one run against two seeds: the shared seed is paired, and Welch needs two a side
+    assert row["paired_seeds_a"] == row["paired_seeds_b"] == [1] and row["seeds_b"] == [1, 2]
+    assert row["p_seeds"] is None and row["significant_across_seeds"] is False
+    folder_a = _seed_folder(tmp_path, "a", [runs["a"], runs["b"]])
+    assert main(["compare", str(folder_a), str(folder_b)]) == 0
+    out = capsys.readouterr().out
+    for fragment in ("p (Welch, 2 vs 2 seeds)", "averaged per user", "recall@20", "ndcg@20"):
+        assert fragment in out, fragment
+    assert main(["compare", str(folder_a), str(folder_b), "--by-length", "--json"]) == 0
+    groups = json.loads(capsys.readouterr().out)
+    assert sum(g["users"] for g in groups) == len(np.load(runs["a"] / "ranks.npz")["users"])
+
+
+def test_compare_refuses_folders_that_are_not_one_models_seeds(runs, tmp_path, capsys):
+    mixed = _seed_folder(tmp_path, "mixed", [runs["a"]])
+    shutil.copytree(runs["other"], mixed / "other")
+    twice = _seed_folder(tmp_path, "twice", [runs["a"]])
+    shutil.copytree(runs["a"], twice / "again")
+    (tmp_path / "empty").mkdir()
+    cases = {
+        mixed: "several models",
+        twice: "two runs with seed 1",
+        tmp_path: "holds folders of runs, not runs",
+        tmp_path / "empty": "neither a run directory",
+    }
+    for side, message in cases.items():
+        assert main(["compare", str(runs["a"]), str(side)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err

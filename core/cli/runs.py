@@ -22,7 +22,7 @@ from eclsr.cli.options import add_plugin_option
 from eclsr.errors import EclsrError
 
 if TYPE_CHECKING:
-    from eclsr.results.report import RunRecord
+    from eclsr.results.headline import ModelRuns
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -88,7 +88,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     report.set_defaults(handler=cmd_report)
 
-    compare = sub.add_parser("compare", help="paired t-test and Wilcoxon over per-user metrics")
+    compare = sub.add_parser(
+        "compare",
+        help="paired t-test and Wilcoxon over per-user metrics; Welch across seeds for seed folders",
+        description=(
+            "B − A. Each side is a run directory or a folder of one model's seeds (a collected "
+            "model folder such as results/headline/toys/sasrec-code). With seeds, the per-user "
+            "tests average each user over the seeds both sides share, and Welch's test across "
+            "seeds is added."
+        ),
+    )
     compare.add_argument("run_a", type=Path, metavar="RUN_A")
     compare.add_argument("run_b", type=Path, metavar="RUN_B")
     compare.add_argument(
@@ -270,18 +279,22 @@ def cmd_report(args: argparse.Namespace, out: Console) -> int:
 
 def cmd_compare(args: argparse.Namespace, out: Console) -> int:
     """``eclsr compare RUN_A RUN_B``: paired tests over per-user metrics (B − A)."""
-    from eclsr.results.report import check_protocols, compare_runs, load_run
+    from eclsr.results.report import check_protocols, compare_runs
+    from eclsr.results.seed_compare import load_side
 
     if not 0 < args.alpha < 1:
         msg = f"--alpha must be between 0 and 1, got {args.alpha}."
         raise EclsrError(msg)
     metrics = args.metric or ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]
-    run_a, run_b = load_run(args.run_a), load_run(args.run_b)
+    side_a, side_b = load_side(args.run_a), load_side(args.run_b)
+    if len(side_a.runs) > 1 or len(side_b.runs) > 1:
+        return _compare_seeds(args, side_a, side_b, metrics, out)
+    run_a, run_b = side_a.runs[0], side_b.runs[0]
     if args.allow_protocol_mismatch:  # otherwise compare_runs refuses a mismatch itself
         for difference in check_protocols([run_a, run_b], allow_mismatch=True):
             print(f"note: protocols differ: {difference}", file=sys.stderr)
     if args.by_length is not None:
-        return _compare_by_length(args, run_a, run_b, metrics, out)
+        return _compare_by_length(args, side_a, side_b, metrics, out)
     tests = compare_runs(run_a, run_b, metrics, args.split, args.allow_protocol_mismatch)
     if args.json:
         print(
@@ -316,19 +329,84 @@ def cmd_compare(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
+def _compare_seeds(
+    args: argparse.Namespace, side_a: ModelRuns, side_b: ModelRuns, metrics: list[str], out: Console
+) -> int:
+    """``eclsr compare`` with a folder of seeds on a side: seeds averaged per user, and Welch."""
+    from eclsr.results.report import check_protocols
+    from eclsr.results.seed_compare import compare_seeds, seeds
+
+    if args.allow_protocol_mismatch:
+        for difference in check_protocols([*side_a.runs, *side_b.runs], allow_mismatch=True):
+            print(f"note: protocols differ: {difference}", file=sys.stderr)
+    if args.by_length is not None:
+        return _compare_by_length(args, side_a, side_b, metrics, out)
+    tests = compare_seeds(side_a, side_b, metrics, args.split, args.allow_protocol_mismatch)
+    if args.json:
+        rows = [
+            s.test.__dict__
+            | {
+                "diff": s.test.diff,
+                "significant": max(s.test.p_t, s.test.p_w) < args.alpha,
+                "paired_seeds_a": s.paired_a,
+                "paired_seeds_b": s.paired_b,
+                "seeds_a": seeds(side_a),
+                "seeds_b": seeds(side_b),
+                "p_seeds": s.p_seeds,
+                "significant_across_seeds": s.p_seeds is not None and s.p_seeds < args.alpha,
+            }
+            for s in tests
+        ]
+        print(_strict_json(rows))
+        return 0
+    paired = f"seeds {_listed(tests[0].paired_a)} vs {_listed(tests[0].paired_b)}"
+    table = Table(
+        title=f"B = {args.run_b} vs A = {args.run_a} ({args.split}, {tests[0].test.n} users, "
+        f"{paired} averaged per user)"
+    )
+    welch = f"p (Welch, {len(side_a.runs)} vs {len(side_b.runs)} seeds)"
+    for column in ("metric", "mean A", "mean B", "B − A", "p (t-test)", "p (Wilcoxon)", welch):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for s in tests:
+        table.add_row(
+            s.test.metric,
+            f"{s.test.mean_a:.4f}",
+            f"{s.test.mean_b:.4f}",
+            f"{s.test.diff:+.4f}",
+            _p(s.test.p_t, args.alpha),
+            _p(s.test.p_w, args.alpha),
+            "—" if s.p_seeds is None else _p(s.p_seeds, args.alpha),
+        )
+    _print_wide(out, table)
+    out.print(
+        f"* p < {args.alpha}; two-sided. Means and per-user tests over {paired} (the same number "
+        f"on both sides); Welch over each seed's {args.split} value: A {_listed(seeds(side_a))}, "
+        f"B {_listed(seeds(side_b))}"
+        + ("" if tests[0].p_seeds is not None else " (— needs two seeds on each side)")
+        + ".",
+        highlight=False,
+    )
+    return 0
+
+
+def _listed(values: list[object]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
 def _compare_by_length(
     args: argparse.Namespace,
-    run_a: RunRecord,
-    run_b: RunRecord,
+    side_a: ModelRuns,
+    side_b: ModelRuns,
     metrics: list[str],
     out: Console,
 ) -> int:
     """``eclsr compare A B --by-length [STARTS]``: one row per history-length group."""
-    from eclsr.results.by_length import compare_by_length, parse_edges
+    from eclsr.results.by_length import parse_edges
+    from eclsr.results.seed_compare import compare_seeds_by_length
 
-    groups = compare_by_length(
-        run_a,
-        run_b,
+    groups = compare_seeds_by_length(
+        side_a,
+        side_b,
         metrics,
         args.split,
         parse_edges(args.by_length),
@@ -343,8 +421,16 @@ def _compare_by_length(
         print(_strict_json(rows))
         return 0
     total = sum(g.users for g in groups)
+    averaged = ""
+    if len(side_a.runs) > 1 or len(side_b.runs) > 1:
+        from eclsr.results.headline import matched_seeds
+        from eclsr.results.seed_compare import seeds
+
+        kept_a, kept_b = matched_seeds(side_a, side_b)
+        averaged = f", seeds {_listed(seeds(kept_a))} vs {_listed(seeds(kept_b))} averaged per user"
     table = Table(
-        title=f"B = {args.run_b} vs A = {args.run_a} ({args.split}, {total} users) by history length"
+        title=f"B = {args.run_b} vs A = {args.run_a} ({args.split}, {total} users{averaged}) "
+        "by history length"
     )
     table.add_column("history", justify="right")
     table.add_column("users", justify="right")

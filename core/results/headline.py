@@ -135,12 +135,12 @@ def paper_value(
     return None
 
 
-def seed_ranks(group: ModelRuns) -> tuple[np.ndarray, list[np.ndarray]]:
-    """``(users, each seed's test ranks)``, read once; every seed must rank the same users."""
-    users, first = load_ranks(group.runs[0])
+def seed_ranks(group: ModelRuns, split: str = "test") -> tuple[np.ndarray, list[np.ndarray]]:
+    """``(users, each seed's ranks on split)``, read once; every seed must rank the same users."""
+    users, first = load_ranks(group.runs[0], split)
     ranks = [first]
     for run in group.runs[1:]:
-        run_users, run_ranks = load_ranks(run)
+        run_users, run_ranks = load_ranks(run, split)
         if not np.array_equal(run_users, users):
             msg = f"{run.path} ranked different users than {group.runs[0].path}; seeds of one model must share the split."
             raise EclsrError(msg)
@@ -190,26 +190,40 @@ def significance(
 
 
 def matched_seed_ranks(
-    baseline: ModelRuns, other: ModelRuns
+    baseline: ModelRuns, other: ModelRuns, split: str = "test", allow_mismatch: bool = False
 ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """``(users, baseline's ranks per seed, other's)`` over the seeds :func:`matched_seeds` keeps."""
-    check_protocols([*baseline.runs, *other.runs])
+    """``(users, baseline's ranks per seed, other's)`` over the seeds :func:`matched_seeds` keeps.
+
+    ``allow_mismatch`` pairs runs whose protocols differ, as :func:`compare_runs` does.
+    """
+    check_protocols([*baseline.runs, *other.runs], allow_mismatch)
     baseline, other = matched_seeds(baseline, other)
-    users_a, ranks_a = seed_ranks(baseline)
-    users_b, ranks_b = seed_ranks(other)
+    users_a, ranks_a = seed_ranks(baseline, split)
+    users_b, ranks_b = seed_ranks(other, split)
     if not np.array_equal(users_a, users_b):
         msg = f"{baseline.model} and {other.model} on {baseline.dataset} ranked different users; they cannot be paired."
         raise EclsrError(msg)
     return users_a, ranks_a, ranks_b
 
 
-def across_seeds(baseline: ModelRuns, other: ModelRuns, metric: str) -> float | None:
-    """Welch's p for ``metric`` over each seed's test value; None without two seeds on each side."""
+def across_seeds(
+    baseline: ModelRuns, other: ModelRuns, metric: str, split: str = "test"
+) -> float | None:
+    """Welch's p for ``metric`` over each seed's value on ``split``; None without two seeds a side."""
     if len(baseline.runs) < 2 or len(other.runs) < 2:
         return None
-    a = np.array([float(run.results["test"][metric]) for run in baseline.runs])
-    b = np.array([float(run.results["test"][metric]) for run in other.runs])
+    a = np.array([seed_value(run, split, metric) for run in baseline.runs])
+    b = np.array([seed_value(run, split, metric) for run in other.runs])
     return welch_ttest(a, b)[2]
+
+
+def seed_value(run: RunRecord, split: str, metric: str) -> float:
+    """One run's ``metric`` on ``split`` as its results.json records it."""
+    try:
+        return float(run.results[split][metric])
+    except (KeyError, TypeError, ValueError):
+        msg = f"{str(run.path / rundir.RESULTS)!r} records no {split} {metric}; rerun `eclsr evaluate` on it or leave the metric out."
+        raise EclsrError(msg) from None
 
 
 def load_books(books: Sequence[Path]) -> list[ModelRuns]:
