@@ -287,14 +287,14 @@ def cmd_compare(args: argparse.Namespace, out: Console) -> int:
         raise EclsrError(msg)
     metrics = args.metric or ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]
     side_a, side_b = load_side(args.run_a), load_side(args.run_b)
-    if len(side_a.runs) > 1 or len(side_b.runs) > 1:
-        return _compare_seeds(args, side_a, side_b, metrics, out)
-    run_a, run_b = side_a.runs[0], side_b.runs[0]
-    if args.allow_protocol_mismatch:  # otherwise compare_runs refuses a mismatch itself
-        for difference in check_protocols([run_a, run_b], allow_mismatch=True):
+    if args.allow_protocol_mismatch:  # otherwise the comparison refuses a mismatch itself
+        for difference in check_protocols([*side_a.runs, *side_b.runs], allow_mismatch=True):
             print(f"note: protocols differ: {difference}", file=sys.stderr)
     if args.by_length is not None:
         return _compare_by_length(args, side_a, side_b, metrics, out)
+    if len(side_a.runs) > 1 or len(side_b.runs) > 1:
+        return _compare_seeds(args, side_a, side_b, metrics, out)
+    run_a, run_b = side_a.runs[0], side_b.runs[0]
     tests = compare_runs(run_a, run_b, metrics, args.split, args.allow_protocol_mismatch)
     if args.json:
         print(
@@ -333,14 +333,8 @@ def _compare_seeds(
     args: argparse.Namespace, side_a: ModelRuns, side_b: ModelRuns, metrics: list[str], out: Console
 ) -> int:
     """``eclsr compare`` with a folder of seeds on a side: seeds averaged per user, and Welch."""
-    from eclsr.results.report import check_protocols
     from eclsr.results.seed_compare import compare_seeds, seeds
 
-    if args.allow_protocol_mismatch:
-        for difference in check_protocols([*side_a.runs, *side_b.runs], allow_mismatch=True):
-            print(f"note: protocols differ: {difference}", file=sys.stderr)
-    if args.by_length is not None:
-        return _compare_by_length(args, side_a, side_b, metrics, out)
     tests = compare_seeds(side_a, side_b, metrics, args.split, args.allow_protocol_mismatch)
     if args.json:
         rows = [
@@ -402,9 +396,9 @@ def _compare_by_length(
 ) -> int:
     """``eclsr compare A B --by-length [STARTS]``: one row per history-length group."""
     from eclsr.results.by_length import parse_edges
-    from eclsr.results.seed_compare import compare_seeds_by_length
+    from eclsr.results.headline import seed_length_groups
 
-    groups = compare_seeds_by_length(
+    groups = seed_length_groups(
         side_a,
         side_b,
         metrics,

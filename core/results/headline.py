@@ -23,7 +23,7 @@ import numpy as np
 
 from eclsr.engine import rundir
 from eclsr.errors import EclsrError
-from eclsr.results.by_length import LengthSplit, grouped_tests, users_history
+from eclsr.results.by_length import LengthGroup, LengthSplit, grouped_tests, users_history
 from eclsr.results.report import (
     PAPER_METRICS,
     RunRecord,
@@ -169,20 +169,24 @@ def matched_seeds(baseline: ModelRuns, other: ModelRuns) -> tuple[ModelRuns, Mod
     shared = {_seed(run) for run in baseline.runs} & {_seed(run) for run in other.runs}
 
     def keep(group: ModelRuns) -> ModelRuns:
-        ordered = sorted(group.runs, key=lambda run: (_seed(run) not in shared, _seed_order(run)))
+        ordered = sorted(group.runs, key=lambda run: (_seed(run) not in shared, seed_order(run)))
         return ModelRuns(group.dataset, group.model, ordered[:count])
 
     return keep(baseline), keep(other)
 
 
 def significance(
-    baseline: ModelRuns, other: ModelRuns, metrics: Sequence[str] = PAPER_METRICS
+    baseline: ModelRuns,
+    other: ModelRuns,
+    metrics: Sequence[str] = PAPER_METRICS,
+    split: str = "test",
+    allow_mismatch: bool = False,
 ) -> list[PairedTest]:
     """Paired tests (other − baseline) over per-user test metrics, seeds averaged per user.
 
     With unequal seed counts, both sides use the seeds :func:`matched_seeds` keeps.
     """
-    _, ranks_a, ranks_b = matched_seed_ranks(baseline, other)
+    _, ranks_a, ranks_b = matched_seed_ranks(baseline, other, split, allow_mismatch)
     return [
         paired_tests(seed_mean(ranks_a, metric), seed_mean(ranks_b, metric), metric)
         for metric in metrics
@@ -204,6 +208,24 @@ def matched_seed_ranks(
         msg = f"{baseline.model} and {other.model} on {baseline.dataset} ranked different users; they cannot be paired."
         raise EclsrError(msg)
     return users_a, ranks_a, ranks_b
+
+
+def seed_length_groups(
+    baseline: ModelRuns,
+    other: ModelRuns,
+    metrics: Sequence[str],
+    split: str = "test",
+    edges: list[int] | None = None,
+    allow_mismatch: bool = False,
+) -> list[LengthGroup]:
+    """:func:`significance` within each history-length group (see :func:`grouped_tests`)."""
+    users, ranks_a, ranks_b = matched_seed_ranks(baseline, other, split, allow_mismatch)
+    return grouped_tests(
+        users_history(baseline.runs[0], split, users),
+        {m: seed_mean(ranks_a, m) for m in metrics},
+        {m: seed_mean(ranks_b, m) for m in metrics},
+        edges,
+    )
 
 
 def across_seeds(
@@ -422,15 +444,8 @@ def _length_lines(
     wanted = list(pairs) or [(baseline, g.model) for g in groups if g.model != baseline]
     lines = []
     for a, b in [(a, b) for a, b in wanted if a in by_model and b in by_model]:
-        users, ranks_a, ranks_b = matched_seed_ranks(by_model[a], by_model[b])
+        tests = seed_length_groups(by_model[a], by_model[b], metrics, edges=split.edges)
         kept_a, kept_b = matched_seeds(by_model[a], by_model[b])
-        lengths = users_history(kept_a.runs[0], "test", users)
-        tests = grouped_tests(
-            lengths,
-            {m: seed_mean(ranks_a, m) for m in metrics},
-            {m: seed_mean(ranks_b, m) for m in metrics},
-            split.edges,
-        )
         seeds = f"seeds {_seed_list(kept_a)} vs {_seed_list(kept_b)}"
         header = ["history", "users", *(f"{m}: A → B (B − A, t p)" for m in metrics)]
         lines += [
@@ -495,7 +510,7 @@ def _seed(run: RunRecord) -> Any:
     return run.results.get("seed")
 
 
-def _seed_order(run: RunRecord) -> tuple[int, str]:
+def seed_order(run: RunRecord) -> tuple[int, str]:
     """Seeds in numeric order (42 before 100); a missing or odd seed last."""
     seed = _seed(run)
     return (0, f"{seed:020d}") if isinstance(seed, int) else (1, str(seed))

@@ -17,18 +17,17 @@ from typing import Any
 
 from eclsr.engine import rundir
 from eclsr.errors import EclsrError
-from eclsr.results.by_length import LengthGroup, grouped_tests, users_history
 from eclsr.results.headline import (
     ModelRuns,
     across_seeds,
     dataset_name,
-    matched_seed_ranks,
     matched_seeds,
     model_name,
-    seed_mean,
+    seed_order,
+    significance,
 )
 from eclsr.results.report import RunRecord, load_run
-from eclsr.results.stats import PairedTest, paired_tests
+from eclsr.results.stats import PairedTest
 
 
 @dataclass(frozen=True)
@@ -54,14 +53,8 @@ def load_side(path: Path) -> ModelRuns:
     runs = [load_run(sub) for sub in sorted(path.iterdir()) if (sub / rundir.RESULTS).is_file()]
     if not runs:
         raise EclsrError(_not_a_side(path))
-    runs.sort(key=_seed_order)
+    runs.sort(key=seed_order)
     return ModelRuns(*_one_model(path, runs), runs)
-
-
-def _seed_order(run: RunRecord) -> tuple[int, int, str]:
-    """Numeric seeds in numeric order (42 before 100), then any other."""
-    seed = run.results.get("seed")
-    return (0, seed, "") if isinstance(seed, int) else (1, 0, str(seed))
 
 
 def _not_a_side(path: Path) -> str:
@@ -107,36 +100,14 @@ def compare_seeds(
     allow_mismatch: bool = False,
 ) -> list[SeedTest]:
     """Per metric, B − A: paired tests over seed-averaged users, and Welch across seeds."""
-    _, ranks_a, ranks_b = matched_seed_ranks(side_a, side_b, split, allow_mismatch)
+    per_user = significance(side_a, side_b, metrics, split, allow_mismatch)
     kept_a, kept_b = matched_seeds(side_a, side_b)
     return [
         SeedTest(
-            paired_tests(seed_mean(ranks_a, metric), seed_mean(ranks_b, metric), metric),
-            seeds(kept_a),
-            seeds(kept_b),
-            across_seeds(side_a, side_b, metric, split),
+            test, seeds(kept_a), seeds(kept_b), across_seeds(side_a, side_b, test.metric, split)
         )
-        for metric in metrics
+        for test in per_user
     ]
-
-
-def compare_seeds_by_length(
-    side_a: ModelRuns,
-    side_b: ModelRuns,
-    metrics: Sequence[str],
-    split: str = "test",
-    edges: list[int] | None = None,
-    allow_mismatch: bool = False,
-) -> list[LengthGroup]:
-    """:func:`compare_seeds`' per-user tests within each history-length group."""
-    users, ranks_a, ranks_b = matched_seed_ranks(side_a, side_b, split, allow_mismatch)
-    lengths = users_history(side_a.runs[0], split, users)
-    return grouped_tests(
-        lengths,
-        {m: seed_mean(ranks_a, m) for m in metrics},
-        {m: seed_mean(ranks_b, m) for m in metrics},
-        edges,
-    )
 
 
 def seeds(side: ModelRuns) -> list[Any]:
