@@ -15,6 +15,7 @@ from eclsr.engine.train import run
 from eclsr.errors import EclsrError
 from eclsr.recipe.load import validate_recipe
 from eclsr.results import stats as stats_tests
+from eclsr.results.power import welch_power
 from eclsr.results.report import (
     compare_runs,
     find_recipe_file,
@@ -346,6 +347,57 @@ def test_welch_ttest_edge_cases():
         welch_ttest(np.array([0.1]), np.array([0.2, 0.3]))
 
 
+# --------------------------------------------------------------------------- seeds for power
+
+
+@pytest.mark.parametrize("df", [1.0, 1.4, 2.0, 4.6, 10.0, 30.0, 400.0])
+def test_noncentral_t_tail_matches_scipy(df, scipy_stats):
+    from eclsr.results.power import noncentral_t_sf, student_isf, student_sf
+
+    for t in (-1.0, 0.5, 2.0, 4.0, 9.9):
+        assert student_sf(t, df) == pytest.approx(scipy_stats.t.sf(t, df), abs=1e-12)
+        for shift in (-3.0, 0.0, 1.5, 4.0, 8.0):
+            expected = scipy_stats.nct.sf(t, df, shift)
+            assert noncentral_t_sf(t, df, shift) == pytest.approx(expected, abs=1e-6), (t, shift)
+    assert student_isf(0.005, df) == pytest.approx(scipy_stats.t.isf(0.005, df), rel=1e-9)
+
+
+def test_welch_power_is_the_rejection_rate_of_welchs_test(scipy_stats):
+    """The planned power is what simulated experiments actually see (Welch's df is itself an
+    approximation, so the check allows a point or two beyond the simulation's own noise)."""
+    from eclsr.results.power import welch_power
+
+    rng = np.random.default_rng(7)
+    diff, sd_a, sd_b, n_a, n_b, reps = 0.0019, 0.0013, 0.0011, 6, 8, 40_000
+    a = rng.normal(0.0461, sd_a, size=(reps, n_a))
+    b = rng.normal(0.0461 + diff, sd_b, size=(reps, n_b))
+    p = scipy_stats.ttest_ind(b, a, axis=1, equal_var=False).pvalue
+    simulated = float((p < 0.01).mean())
+    assert welch_power(diff, sd_a, sd_b, n_a, n_b, 0.01) == pytest.approx(simulated, abs=0.015)
+    # no difference: the power is the test's size, alpha
+    assert welch_power(0.0, sd_a, sd_b, n_a, n_b, 0.01) == pytest.approx(0.01, abs=1e-6)
+
+
+def test_seeds_for_power_is_the_fewest_that_reach_the_target():
+    from eclsr.results.power import MAX_SEEDS, plan_seeds, seeds_for_power, welch_power
+
+    needed = seeds_for_power(0.0019, 0.0013, 0.0011, alpha=0.01, target=0.8)
+    assert needed is not None and needed > 2
+    assert welch_power(0.0019, 0.0013, 0.0011, needed, needed) >= 0.8
+    assert welch_power(0.0019, 0.0013, 0.0011, needed - 1, needed - 1) < 0.8
+    # a looser level or a bigger difference needs fewer seeds; no difference, never enough
+    assert seeds_for_power(0.0019, 0.0013, 0.0011, alpha=0.05) < needed
+    assert seeds_for_power(0.0038, 0.0013, 0.0011) < needed
+    assert seeds_for_power(0.0, 0.0013, 0.0011) is None
+    assert seeds_for_power(1e-7, 0.0013, 0.0011) is None and MAX_SEEDS >= 1000
+    # from seed values: the plan reads the observed difference and spreads
+    plan = plan_seeds([0.0449, 0.0446, 0.0468], [0.0474, 0.0488, 0.0463])
+    assert plan is not None and plan.diff == pytest.approx(0.0020667, abs=1e-6)
+    assert plan.sd_a == pytest.approx(np.std([0.0449, 0.0446, 0.0468], ddof=1))
+    assert 0.0 < plan.power_now < 0.8 and plan.seeds_needed is not None
+    assert plan_seeds([0.04], [0.05, 0.06]) is None
+
+
 # --------------------------------------------------------------------------- by history length
 
 
@@ -509,11 +561,31 @@ def test_compare_cli_with_seed_folders(runs, tmp_path, capsys):
     # one run against two seeds: the shared seed is paired, and Welch needs two a side
     assert row["paired_seeds_a"] == row["paired_seeds_b"] == [1] and row["seeds_b"] == [1, 2]
     assert row["p_seeds"] is None and row["significant_across_seeds"] is False
+    assert row["power_now"] is None and row["seeds_for_power"] is None
     folder_a = _seed_folder(tmp_path, "a", [runs["a"], runs["b"]])
     assert main(["compare", str(folder_a), str(folder_b)]) == 0
     out = capsys.readouterr().out
     for fragment in ("p (Welch, 2 vs 2 seeds)", "averaged per user", "recall@20", "ndcg@20"):
         assert fragment in out, fragment
+    assert "seeds a side for 80% power" in out and "not evidence" in out
+    assert main(["compare", str(folder_a), str(folder_b), "--metric", "ndcg@10", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    seed_values = [
+        [json.loads((run / "results.json").read_text())["test"]["ndcg@10"] for run in runs_of]
+        for runs_of in (sorted(folder_a.iterdir()), sorted(folder_b.iterdir()))
+    ]
+    assert row["power_now"] == pytest.approx(
+        welch_power(
+            np.mean(seed_values[1]) - np.mean(seed_values[0]),
+            np.std(seed_values[0], ddof=1),
+            np.std(seed_values[1], ddof=1),
+            2,
+            2,
+        )
+    )
+    assert row["power_target"] == 0.8 and (
+        row["seeds_for_power"] is None or row["seeds_for_power"] >= 2
+    )
     assert main(["compare", str(folder_a), str(folder_b), "--by-length", "--json"]) == 0
     groups = json.loads(capsys.readouterr().out)
     assert sum(g["users"] for g in groups) == len(np.load(runs["a"] / "ranks.npz")["users"])

@@ -23,6 +23,7 @@ from eclsr.errors import EclsrError
 
 if TYPE_CHECKING:
     from eclsr.results.headline import ModelRuns
+    from eclsr.results.power import SeedPlan
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -333,9 +334,12 @@ def _compare_seeds(
     args: argparse.Namespace, side_a: ModelRuns, side_b: ModelRuns, metrics: list[str], out: Console
 ) -> int:
     """``eclsr compare`` with a folder of seeds on a side: seeds averaged per user, and Welch."""
+    from eclsr.results.power import POWER_TARGET
     from eclsr.results.seed_compare import compare_seeds, seeds
 
-    tests = compare_seeds(side_a, side_b, metrics, args.split, args.allow_protocol_mismatch)
+    tests = compare_seeds(
+        side_a, side_b, metrics, args.split, args.allow_protocol_mismatch, args.alpha
+    )
     if args.json:
         rows = [
             s.test.__dict__
@@ -348,6 +352,9 @@ def _compare_seeds(
                 "seeds_b": seeds(side_b),
                 "p_seeds": s.p_seeds,
                 "significant_across_seeds": s.p_seeds is not None and s.p_seeds < args.alpha,
+                "power_now": None if s.plan is None else s.plan.power_now,
+                "seeds_for_power": None if s.plan is None else s.plan.seeds_needed,
+                "power_target": POWER_TARGET,
             }
             for s in tests
         ]
@@ -359,7 +366,9 @@ def _compare_seeds(
         f"{paired} averaged per user)"
     )
     welch = f"p (Welch, {len(side_a.runs)} vs {len(side_b.runs)} seeds)"
-    for column in ("metric", "mean A", "mean B", "B − A", "p (t-test)", "p (Wilcoxon)", welch):
+    planned = f"seeds a side for {POWER_TARGET:.0%} power"
+    columns = ("metric", "mean A", "mean B", "B − A", "p (t-test)", "p (Wilcoxon)", welch, planned)
+    for column in columns:
         table.add_column(column, justify="left" if column == "metric" else "right")
     for s in tests:
         table.add_row(
@@ -370,6 +379,7 @@ def _compare_seeds(
             _p(s.test.p_t, args.alpha),
             _p(s.test.p_w, args.alpha),
             "—" if s.p_seeds is None else _p(s.p_seeds, args.alpha),
+            _seed_plan(s.plan),
         )
     _print_wide(out, table)
     out.print(
@@ -377,10 +387,21 @@ def _compare_seeds(
         f"on both sides); Welch over each seed's {args.split} value: A {_listed(seeds(side_a))}, "
         f"B {_listed(seeds(side_b))}"
         + ("" if tests[0].p_seeds is not None else " (— needs two seeds on each side)")
-        + ".",
+        + f". Seeds for power: the fewest seeds a side at which Welch's test would reach p < "
+        f"{args.alpha} {POWER_TARGET:.0%} of the time if the seeds so far gave the true "
+        "difference and spreads (power now in brackets): a plan for more seeds, not evidence.",
         highlight=False,
     )
     return 0
+
+
+def _seed_plan(plan: SeedPlan | None) -> str:
+    from eclsr.results.power import MAX_SEEDS
+
+    if plan is None:
+        return "—"
+    needed = f"> {MAX_SEEDS}" if plan.seeds_needed is None else str(plan.seeds_needed)
+    return f"{needed} (now {plan.power_now:.0%})"
 
 
 def _listed(values: list[object]) -> str:

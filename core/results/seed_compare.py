@@ -24,8 +24,10 @@ from eclsr.results.headline import (
     matched_seeds,
     model_name,
     seed_order,
+    seed_value,
     significance,
 )
+from eclsr.results.power import SeedPlan, plan_seeds
 from eclsr.results.report import RunRecord, load_run
 from eclsr.results.stats import PairedTest
 
@@ -38,6 +40,7 @@ class SeedTest:
     paired_a: list[Any]
     paired_b: list[Any]
     p_seeds: float | None  # over every seed of each side; None with fewer than two on a side
+    plan: SeedPlan | None  # Welch's power now and the seeds a side it needs; None as p_seeds
 
 
 def load_side(path: Path) -> ModelRuns:
@@ -98,13 +101,23 @@ def compare_seeds(
     metrics: Sequence[str],
     split: str = "test",
     allow_mismatch: bool = False,
+    alpha: float = 0.01,
 ) -> list[SeedTest]:
-    """Per metric, B − A: paired tests over seed-averaged users, and Welch across seeds."""
+    """Per metric, B − A: paired tests over seed-averaged users, Welch across seeds, and how
+    many seeds a side Welch's test would need at ``alpha`` if the seeds so far tell the truth."""
     per_user = significance(side_a, side_b, metrics, split, allow_mismatch)
     kept_a, kept_b = matched_seeds(side_a, side_b)
     return [
         SeedTest(
-            test, seeds(kept_a), seeds(kept_b), across_seeds(side_a, side_b, test.metric, split)
+            test,
+            seeds(kept_a),
+            seeds(kept_b),
+            across_seeds(side_a, side_b, test.metric, split),
+            plan_seeds(
+                [seed_value(run, split, test.metric) for run in side_a.runs],
+                [seed_value(run, split, test.metric) for run in side_b.runs],
+                alpha,
+            ),
         )
         for test in per_user
     ]
