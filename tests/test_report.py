@@ -591,6 +591,41 @@ def test_compare_cli_with_seed_folders(runs, tmp_path, capsys):
     assert sum(g["users"] for g in groups) == len(np.load(runs["a"] / "ranks.npz")["users"])
 
 
+def _edit_recipe(run_dir: Path, old: str, new: str) -> None:
+    """Rewrite one line of a run's recipe.yaml (as a run started with another --set would have)."""
+    recipe = run_dir / "recipe.yaml"
+    text = recipe.read_text()
+    assert old in text, (old, text)
+    recipe.write_text(text.replace(old, new, 1))
+
+
+def test_seeds_of_a_model_must_share_their_recipe(runs, tmp_path, capsys):
+    from eclsr.results.headline import load_book
+    from eclsr.results.seed_compare import load_side
+    from eclsr.results.seed_recipes import recipe_differences
+
+    mixed = _seed_folder(tmp_path, "mixed", [runs["a"], runs["b"]])
+    _edit_recipe(mixed / "seed-2", "patience: 10", "patience: 3")
+    _edit_recipe(mixed / "seed-2", "weight: 0.1", "weight: 0.5")
+    assert main(["compare", str(runs["a"]), str(mixed)]) == 2
+    err = capsys.readouterr().err
+    assert "differ beyond the seed" in err and "Traceback" not in err, err
+    assert "train.patience: 10 (seed 1) vs 3 (seed 2)" in err, err
+    assert "heads[1].weight: 0.1 (seed 1) vs 0.5 (seed 2)" in err, err
+    with pytest.raises(EclsrError, match="train.patience"):
+        load_book(mixed.parent)  # a results book refuses the same group
+    # only the seed and run-only fields differ: one experiment
+    same = _seed_folder(tmp_path, "same", [runs["a"], runs["b"]])
+    _edit_recipe(same / "seed-2", "threads: null", "threads: 1")
+    _edit_recipe(same / "seed-2", "description: ''", "description: rerun on another machine")
+    assert [r.results["seed"] for r in load_side(same).runs] == [1, 2]
+    # a recipe written before a field existed reads as its default, so it agrees
+    _edit_recipe(same / "seed-1", "  bucket_by_length: true\n", "")
+    assert recipe_differences(load_side(same).runs) == []
+    assert main(["compare", str(runs["a"]), str(same), "--metric", "recall@10", "--json"]) == 0
+    capsys.readouterr()
+
+
 def test_compare_refuses_folders_that_are_not_one_models_seeds(runs, tmp_path, capsys):
     mixed = _seed_folder(tmp_path, "mixed", [runs["a"]])
     shutil.copytree(runs["other"], mixed / "other")

@@ -96,6 +96,33 @@ def test_collect_replaces_a_rerun(book, run_dirs):
     assert [(g.model, len(g.runs)) for g in groups] == [("base", 2), ("contrastive", 2)]
 
 
+def test_collect_refuses_a_seed_with_another_recipe_and_keeps_the_book(
+    book, run_dirs, tmp_path, capsys
+):
+    before = {p: p.read_bytes() for p in sorted(book.rglob("*")) if p.is_file()}
+    other = tmp_path / "base-synthetic-3-lr"
+    shutil.copytree(run_dirs[("base-synthetic", 2)], other)
+    results = json.loads((other / "results.json").read_text())
+    (other / "results.json").write_text(json.dumps(results | {"seed": 3}))
+    recipe = (other / "recipe.yaml").read_text()
+    (other / "recipe.yaml").write_text(
+        recipe.replace("lr: 0.01", "lr: 0.003").replace("seed: 2", "seed: 3")
+    )
+    fine = run_dirs[("contrastive-synthetic", 1)]
+    assert main(["results", "collect", str(fine), str(other), "--into", str(book)]) == 2
+    err = capsys.readouterr().err
+    assert "train.lr: 0.01 (seeds 1, 2) vs 0.003 (seed 3)" in err and "Traceback" not in err, err
+    after = {p: p.read_bytes() for p in sorted(book.rglob("*")) if p.is_file()}
+    assert after == before  # nothing copied, not even the run that was fine
+    # a rerun of a seed with a new setting replaces that seed: compared without the old copy
+    rerun = tmp_path / "base-synthetic-2-lr"
+    shutil.copytree(other, rerun)
+    (rerun / "results.json").write_text(json.dumps(results))
+    (rerun / "recipe.yaml").write_text(recipe.replace("lr: 0.01", "lr: 0.003"))
+    assert main(["results", "collect", str(rerun), "--into", str(book)]) == 2
+    assert "(seed 1) vs 0.003 (seed 2)" in capsys.readouterr().err
+
+
 def test_render_shows_means_paper_values_and_commands(book, paper_file):
     text = render(book, paper_file, baseline="base", command="eclsr results render BOOK")
     assert GENERATED_MARK in text and "`eclsr results render BOOK`" in text

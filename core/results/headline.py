@@ -33,6 +33,7 @@ from eclsr.results.report import (
     mean_std,
     run_command,
 )
+from eclsr.results.seed_recipes import check_one_experiment
 from eclsr.results.stats import (
     PairedTest,
     have_scipy,
@@ -75,19 +76,39 @@ def collect(run_dirs: Sequence[Path], book: Path) -> list[Path]:
     A run already in the book (same dataset, model and seed) is replaced: re-collecting a rerun
     must not leave the old numbers beside the new ones.
     """
-    written = []
-    for run_dir in run_dirs:
-        run = load_run(run_dir)  # fails clearly on a folder that is not a finished run
+    runs = [load_run(run_dir) for run_dir in run_dirs]  # each fails clearly if not a finished run
+    for run in runs:
         load_ranks(run)  # significance tests need the per-user ranks; fail now, not at render
-        model = model_name(run.results)
-        target = book / dataset_name(run.results) / model / f"seed-{run.results.get('seed')}"
+    _check_collected_seeds(runs, book)  # before anything is copied: the book stays as it was
+    written = []
+    for run in runs:
+        target = _seed_folder(book, run)
         target.mkdir(parents=True, exist_ok=True)
         for name in KEPT_FILES:
-            if (run_dir / name).is_file():
-                shutil.copyfile(run_dir / name, target / name)
+            if (run.path / name).is_file():
+                shutil.copyfile(run.path / name, target / name)
         written.append(target)
     rundir.write_json(book / MACHINE_FILE, rundir.machine_description())
     return written
+
+
+def _seed_folder(book: Path, run: RunRecord) -> Path:
+    model = model_name(run.results)
+    return book / dataset_name(run.results) / model / f"seed-{run.results.get('seed')}"
+
+
+def _check_collected_seeds(runs: Sequence[RunRecord], book: Path) -> None:
+    """Refuse runs that would join a model's seeds in ``book`` with another recipe."""
+    groups: dict[tuple[str, str], dict[Path, RunRecord]] = {}
+    for run in runs:
+        key = (dataset_name(run.results), model_name(run.results))
+        group = groups.setdefault(key, {})
+        if not group:
+            for kept in sorted((book / key[0] / key[1]).glob(f"*/{rundir.RESULTS}")):
+                group[kept.parent] = load_run(kept.parent)
+        group[_seed_folder(book, run)] = run  # a rerun replaces its seed's collected copy
+    for (dataset, model), group in groups.items():
+        check_one_experiment(list(group.values()), dataset, model, f"collecting into {str(book)!r}")
 
 
 def load_book(book: Path) -> list[ModelRuns]:
@@ -102,6 +123,8 @@ def load_book(book: Path) -> list[ModelRuns]:
     if not groups:
         msg = f"{str(book)!r} holds no results.json; fill it with `eclsr results collect RUN_DIR ...`."
         raise EclsrError(msg)
+    for (dataset, model), runs in groups.items():
+        check_one_experiment(runs, dataset, model, f"results folder {str(book)!r}")
     return [ModelRuns(dataset, model, runs) for (dataset, model), runs in sorted(groups.items())]
 
 

@@ -29,6 +29,7 @@ from eclsr.results.headline import (
 )
 from eclsr.results.power import SeedPlan, plan_seeds
 from eclsr.results.report import RunRecord, load_run
+from eclsr.results.seed_recipes import check_one_experiment
 from eclsr.results.stats import PairedTest
 
 
@@ -57,7 +58,9 @@ def load_side(path: Path) -> ModelRuns:
     if not runs:
         raise EclsrError(_not_a_side(path))
     runs.sort(key=seed_order)
-    return ModelRuns(*_one_model(path, runs), runs)
+    dataset, model = _one_model(path, runs)
+    check_one_experiment(runs, dataset, model, repr(str(path)))
+    return ModelRuns(dataset, model, runs)
 
 
 def _not_a_side(path: Path) -> str:
