@@ -225,6 +225,13 @@ def test_render_adds_a_test_across_seeds_when_both_models_have_two(book, tmp_pat
     row = next(line for line in text.splitlines() if line.startswith("| contrastive | 120 |"))
     assert f"seeds p={expected:.1e}" in row
     assert "Welch's t-test over the seeds" in text
+    # not below .01 across seeds: the seeds a side it would need, from the same seed values
+    from eclsr.results.power import plan_seeds
+
+    plan = plan_seeds(values["base"], values["contrastive"], 0.01)
+    assert expected >= 0.01 and plan is not None  # two seeds a side rarely reach .01
+    needed = "n80>1000" if plan.seeds_needed is None else f"n80={plan.seeds_needed}"
+    assert f"seeds p={expected:.1e}, {needed})" in row and "80% power" in text
     # with one seed of the baseline there is no spread to test against: the column is left out
     single = tmp_path / "single"
     shutil.copytree(book, single)
@@ -243,7 +250,8 @@ def test_the_significance_mark_needs_every_test_shown(book, monkeypatch):
     import eclsr.results.headline as headline
 
     monkeypatch.setattr(headline, "SIGNIFICANCE_ALPHA", 1.01)  # every p-value passes
-    assert " *" in render(book, baseline="base").split("| vs base |")[1].splitlines()[2]
+    row = render(book, baseline="base").split("| vs base |")[1].splitlines()[2]
+    assert " *" in row and "n80" not in row  # significant across seeds: no plan for more
     monkeypatch.setattr(headline, "across_seeds", lambda a, b, metric: 1.02)
     rows = render(book, baseline="base").split("| vs base |")[1].splitlines()
     assert "seeds p=1.0e+00" in rows[2] and " *" not in rows[2]

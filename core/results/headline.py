@@ -24,6 +24,7 @@ import numpy as np
 from eclsr.engine import rundir
 from eclsr.errors import EclsrError
 from eclsr.results.by_length import LengthGroup, LengthSplit, grouped_tests, users_history
+from eclsr.results.power import MAX_SEEDS, POWER_TARGET, plan_seeds
 from eclsr.results.report import (
     PAPER_METRICS,
     RunRecord,
@@ -47,6 +48,7 @@ KEPT_FILES = (rundir.RESULTS, "ranks.npz", rundir.METRICS, rundir.RECIPE)
 # Written into every rendered file; an existing output without it was not made by us and is kept.
 GENERATED_MARK = "Do not edit by hand: rerun the command."
 SIGNIFICANCE_ALPHA = 0.01  # the paper's threshold (paired t-test, p < 0.01)
+POWER_LABEL = f"n{round(POWER_TARGET * 100)}"  # n80: seeds a side for 80 % power
 
 
 @dataclass
@@ -379,8 +381,11 @@ def _protocol_lines(groups: Sequence[ModelRuns]) -> list[str]:
         f"column), computed with {tests}. Where "
         "both models have two seeds or more, `seeds p` is Welch's t-test over the seeds' test "
         "values: the per-user tests hold each trained model fixed, this one asks whether the "
-        f"difference exceeds the seed-to-seed spread. `*` marks p < {SIGNIFICANCE_ALPHA} in "
-        "every test shown.",
+        "difference exceeds the seed-to-seed spread. Where it is not below "
+        f"{SIGNIFICANCE_ALPHA}, `{POWER_LABEL}` is the number of seeds a side at which it would "
+        f"be with {POWER_TARGET:.0%} power if the seeds so far gave the true difference and "
+        f"spreads (a plan for more seeds, not evidence; `{POWER_LABEL}>{MAX_SEEDS}`: none). `*` "
+        f"marks p < {SIGNIFICANCE_ALPHA} in every test shown.",
         "",
     ]
 
@@ -450,9 +455,23 @@ def _test_row(label: str, a: ModelRuns, b: ModelRuns, metrics: Sequence[str]) ->
         if p_seeds is not None:
             p_values.append(p_seeds)
             text += f", seeds p={p_seeds:.1e}"
+            if p_seeds >= SIGNIFICANCE_ALPHA:
+                text += f", {_seeds_needed(a, b, test.metric)}"
         mark = " *" if max(p_values) < SIGNIFICANCE_ALPHA else ""
         cells.append(f"{text}){mark}")
     return _row(cells)
+
+
+def _seeds_needed(a: ModelRuns, b: ModelRuns, metric: str) -> str:
+    """``n80=N``: the seeds a side Welch's test needs for POWER_TARGET power at the book's level."""
+    plan = plan_seeds(
+        [seed_value(run, "test", metric) for run in a.runs],
+        [seed_value(run, "test", metric) for run in b.runs],
+        SIGNIFICANCE_ALPHA,
+    )
+    if plan is None or plan.seeds_needed is None:
+        return f"{POWER_LABEL}>{MAX_SEEDS}"
+    return f"{POWER_LABEL}={plan.seeds_needed}"
 
 
 def _length_lines(
