@@ -259,9 +259,14 @@ def across_seeds(
     """Welch's p for ``metric`` over each seed's value on ``split``; None without two seeds a side."""
     if len(baseline.runs) < 2 or len(other.runs) < 2:
         return None
-    a = np.array([seed_value(run, split, metric) for run in baseline.runs])
-    b = np.array([seed_value(run, split, metric) for run in other.runs])
+    a = np.array(seed_values(baseline, split, metric))
+    b = np.array(seed_values(other, split, metric))
     return welch_ttest(a, b)[2]
+
+
+def seed_values(group: ModelRuns, split: str, metric: str) -> list[float]:
+    """Each seed's ``metric`` on ``split``, in the group's run order."""
+    return [seed_value(run, split, metric) for run in group.runs]
 
 
 def seed_value(run: RunRecord, split: str, metric: str) -> float:
@@ -465,8 +470,8 @@ def _test_row(label: str, a: ModelRuns, b: ModelRuns, metrics: Sequence[str]) ->
 def _seeds_needed(a: ModelRuns, b: ModelRuns, metric: str) -> str:
     """``n80=N``: the seeds a side Welch's test needs for POWER_TARGET power at the book's level."""
     plan = plan_seeds(
-        [seed_value(run, "test", metric) for run in a.runs],
-        [seed_value(run, "test", metric) for run in b.runs],
+        seed_values(a, "test", metric),
+        seed_values(b, "test", metric),
         SIGNIFICANCE_ALPHA,
     )
     if plan is None or plan.seeds_needed is None:

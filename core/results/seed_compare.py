@@ -24,7 +24,7 @@ from eclsr.results.headline import (
     matched_seeds,
     model_name,
     seed_order,
-    seed_value,
+    seed_values,
     significance,
 )
 from eclsr.results.power import SeedPlan, plan_seeds
@@ -117,8 +117,8 @@ def compare_seeds(
             seeds(kept_b),
             across_seeds(side_a, side_b, test.metric, split),
             plan_seeds(
-                [seed_value(run, split, test.metric) for run in side_a.runs],
-                [seed_value(run, split, test.metric) for run in side_b.runs],
+                seed_values(side_a, split, test.metric),
+                seed_values(side_b, split, test.metric),
                 alpha,
             ),
         )
