@@ -20,6 +20,7 @@ from eclsr.engine.train import run
 from eclsr.recipe.load import validate_recipe
 from eclsr.recipe.sections import ExamplesConfig
 from eclsr.results.report import protocol_differences
+from eclsr.testing import MirroredRanks
 
 
 def small_data():
@@ -266,6 +267,41 @@ def test_next_item_skips_zero_targets_and_slots_rescale():
     step, _ = _next_item_step(items, last_only, lengths, max_len=10)
     expected = F.cross_entropy(logits[[0, 1], [2, 3]], torch.tensor([9, 6]))
     torch.testing.assert_close(head(step), expected)
+
+
+def test_next_item_epoch_average_weighs_every_target_alike():
+    """'epoch' divides by B × the epoch's targets per row, so a target's weight is the same in a
+    batch of short rows as in one of long rows; 'targets' would weigh the short batch's more."""
+    from eclsr.plugins.heads.next_item import NextItemConfig
+
+    short = (torch.tensor([[3, 5, 0, 0], [1, 2, 0, 0]]), torch.tensor([[5, 7, 0, 0], [2, 3, 0, 0]]))
+    long = (torch.tensor([[3, 5, 7, 2], [1, 2, 3, 4]]), torch.tensor([[5, 7, 9, 4], [2, 3, 4, 6]]))
+    for (items, targets), lengths in ((short, [2, 2]), (long, [4, 4])):
+        step, ctx = _next_item_step(items, targets, torch.tensor(lengths), max_len=10)
+        logits = step.hidden @ ctx.item_embedding.weight[:21].t()
+        real = step.batch.mask
+        summed = F.cross_entropy(logits[real], targets[real], reduction="sum")
+        head = NextItemConfig(average_over="epoch").build(ctx)
+        step.targets_per_row = 3.0  # the epoch's mean, not this batch's (2 or 4)
+        torch.testing.assert_close(head(step), summed / (2 * 3.0))
+        step.world_size, step.collectives = 2, MirroredRanks(2)  # two identical ranks
+        torch.testing.assert_close(head(step), summed / (2 * 3.0))
+        step.world_size, step.collectives = 1, MirroredRanks(1)
+        step.targets_per_row = None  # a hand-built step: the batch's own count stands in
+        torch.testing.assert_close(head(step), NextItemConfig().build(ctx)(step))
+
+
+@pytest.mark.parametrize(("mode", "per_row"), [("sequence", None), ("prefixes", 1.0)])
+def test_the_engine_gives_every_step_the_epochs_targets_per_row(mode, per_row):
+    from eclsr.engine.setup import set_up_run
+
+    data = generate(num_users=60, num_items=40, seed=3)
+    setup = set_up_run(validate_recipe(tiny_recipe(mode)), data)
+    expected = targets_per_epoch(setup.windows) / len(setup.windows.users)
+    assert per_row is None or expected == per_row
+    assert expected > 1 or mode == "prefixes"
+    step = setup.make_step(np.arange(5))
+    assert step.targets_per_row == pytest.approx(expected)
 
 
 def test_count_mask_draws_int_ratio_n_plus_one_never_the_first_item():

@@ -109,6 +109,11 @@ class Step:
         world_size: number of processes (1 alone). Heads that average over units (positions,
             sequences) call :meth:`global_mean`, and contrastive heads :meth:`gather_rows`, so a
             distributed run computes the loss of the global batch.
+        targets_per_row: the mean number of next-item targets per training row over the whole
+            epoch (the engine sets it; ``None`` in a step built by hand). A head that divides
+            its summed loss by ``rows × targets_per_row`` instead of the batch's own target
+            count gives every target the same weight whatever batch it lands in, as random
+            batches would, while length-bucketed batches keep their speed.
     """
 
     batch: Batch
@@ -122,6 +127,7 @@ class Step:
     services: dict[str, nn.Module] = field(default_factory=dict)
     rank: int = 0
     world_size: int = 1
+    targets_per_row: float | None = None
     collectives: Collectives = field(default_factory=Collectives, repr=False)
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 

@@ -139,8 +139,9 @@ class TrainConfig(_Section):
         description="Batch rows of similar length (less padding, faster). With one sequence per "
         "user it also reweights the loss: each batch is a mean over its own targets, so short "
         "histories' targets weigh more, and on Sports it cost .0033 R@10 against random "
-        "batches, one seed (results/protocol-grid/README.md). Every-prefix batches all hold the "
-        "same number of targets.",
+        "batches, one seed (results/protocol-grid/README.md). The next_item head's average_over "
+        "= 'epoch' keeps bucketing's speed with random batches' weights. Every-prefix batches "
+        "all hold the same number of targets.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
     threads: int | None = Field(

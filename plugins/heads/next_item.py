@@ -52,13 +52,18 @@ class NextItemConfig(HeadConfig):
         description="None: full softmax over all items (the paper). An integer S: sampled "
         "softmax with S negatives shared by the batch and logQ correction (faster, less exact).",
     )
-    average_over: Literal["targets", "slots"] = Field(
+    average_over: Literal["targets", "slots", "epoch"] = Field(
         "targets",
         description="targets: mean over the positions that have a target (the paper). slots: "
         "the same sum divided by B × max_len, the scale of the authors' code, whose loss is a "
         "mean over every slot of the left-padded batch (its padding slots also learn to predict "
         "the padding class; that part is not reproduced). Down-weights L_Rec by about the mean "
-        "row length / max_len (~0.11 on Sports) against the other heads.",
+        "row length / max_len (~0.11 on Sports) against the other heads. epoch: the sum "
+        "divided by B × the epoch's mean targets per row, so every target weighs the same in "
+        "every batch: with length-bucketed one-sequence batches, 'targets' weighs a target of a "
+        "short-history batch up to ~20× one of a long-history batch; 'epoch' keeps the weights "
+        "of random batches and the speed of bucketing (identical to 'targets' for prefixes; "
+        "'slots' weighs targets alike too, at L / mean length times smaller a scale).",
     )
     sampler: Literal["uniform", "popularity"] = Field(
         "uniform",
@@ -114,6 +119,11 @@ class NextItemHead(Head):
         if self.config.average_over == "slots":
             slots = step.batch.items.size(0) * self.max_len  # B × L, as a left-padded batch
             return step.global_mean(loss * (targets.numel() / slots), slots)
+        if self.config.average_over == "epoch":
+            rows = step.batch.items.size(0)
+            # Without the engine's epoch figure (a hand-built step) the batch's own count stands in.
+            per_row = step.targets_per_row or targets.numel() / max(rows, 1)
+            return step.global_mean(loss * (targets.numel() / (rows * per_row)), rows)
         return step.global_mean(loss, targets.numel())
 
     def _draw_negatives(self, generator: torch.Generator, count: int) -> Tensor:
