@@ -292,7 +292,7 @@ def test_next_item_epoch_average_weighs_every_target_alike():
 
 
 @pytest.mark.parametrize(("mode", "per_row"), [("sequence", None), ("prefixes", 1.0)])
-def test_the_engine_gives_every_step_the_epochs_targets_per_row(mode, per_row):
+def test_the_engine_gives_every_step_the_epochs_figures_per_row(mode, per_row):
     from eclsr.engine.setup import set_up_run
 
     data = generate(num_users=60, num_items=40, seed=3)
@@ -302,6 +302,9 @@ def test_the_engine_gives_every_step_the_epochs_targets_per_row(mode, per_row):
     assert expected > 1 or mode == "prefixes"
     step = setup.make_step(np.arange(5))
     assert step.targets_per_row == pytest.approx(expected)
+    positions = positions_per_epoch(setup.windows) / len(setup.windows.users)
+    assert step.positions_per_row == pytest.approx(positions)
+    assert mode == "prefixes" or positions == pytest.approx(expected)  # one target per position
 
 
 def test_count_mask_draws_int_ratio_n_plus_one_never_the_first_item():

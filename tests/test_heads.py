@@ -523,6 +523,35 @@ def test_rid_add_is_bce_of_ube_with_offset():
     torch.testing.assert_close(loss, expected.mean())
 
 
+def test_rid_and_generator_epoch_average_divide_the_sum_by_rows_times_the_epoch_figure():
+    """average_over = "epoch": sum / (B × per-row figure of the epoch), the same draws as the mean."""
+    ctx = make_ctx()
+    rid = RIDConfig.model_construct(augmentation=FixedSubstitutionConfig()).build(ctx)
+    rid_epoch = RIDConfig.model_construct(
+        augmentation=FixedSubstitutionConfig(), average_over="epoch"
+    ).build(ctx)
+    rid_epoch.load_state_dict(rid.state_dict())
+    step = make_step(ctx)
+    positions = int(step.batch.mask.sum())
+    rows = step.batch.items.size(0)
+    step.positions_per_row = 7.5  # the epoch's mean, not this batch's
+    torch.testing.assert_close(rid_epoch(step), rid(step) * positions / (rows * 7.5))
+    step.positions_per_row = None  # a hand-built step: the plain mean
+    torch.testing.assert_close(rid_epoch(step), rid(step))
+
+    generator = tiny_generator(ctx)
+    mean = generator(make_step(ctx, seed=3))
+    masked = int(generator.generate(make_step(ctx, seed=3), 0.5).masked.sum())
+    config = GeneratorConfig.model_construct(
+        encoder=TinyEncoderConfig(), mask_ratio=0.5, average_over="epoch"
+    )
+    epoch = config.build(ctx)
+    epoch.load_state_dict(generator.state_dict())
+    step = make_step(ctx, seed=3)
+    step.positions_per_row = 7.5
+    torch.testing.assert_close(epoch(step), mean * masked / (rows * 7.5 * 0.5))
+
+
 def add_discriminator_bce(ctx, head, step, offset, shift: float = 0.0):
     """The add-condition RID loss recomputed by hand: the UBE over S'' with ``offset`` added to
     its input, the classifier's weight, logits moved by ``shift``, BCE against the labels."""

@@ -110,10 +110,8 @@ class Step:
             sequences) call :meth:`global_mean`, and contrastive heads :meth:`gather_rows`, so a
             distributed run computes the loss of the global batch.
         targets_per_row: the mean number of next-item targets per training row over the whole
-            epoch (the engine sets it; ``None`` in a step built by hand). A head that divides
-            its summed loss by ``rows × targets_per_row`` instead of the batch's own target
-            count gives every target the same weight whatever batch it lands in, as random
-            batches would, while length-bucketed batches keep their speed.
+            epoch; ``positions_per_row`` the mean number of real input positions. The engine
+            sets both (``None`` in a step built by hand). See :meth:`epoch_mean`.
     """
 
     batch: Batch
@@ -128,6 +126,7 @@ class Step:
     rank: int = 0
     world_size: int = 1
     targets_per_row: float | None = None
+    positions_per_row: float | None = None
     collectives: Collectives = field(default_factory=Collectives, repr=False)
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
@@ -144,6 +143,20 @@ class Step:
             torch.tensor(float(count), device=local_mean.device)
         )
         return local_mean * (count * self.world_size / total.clamp(min=1.0))  # shape kept
+
+    def epoch_mean(self, local_mean: Tensor, count: int, per_row: float | None) -> Tensor:
+        """A mean over ``count`` units rescaled to ``sum / (B × per_row)``, ``per_row`` an epoch figure.
+
+        With length-bucketed batches a plain mean weighs a unit (a target, a position) of a
+        batch of short rows more than one of a batch of long rows: the batch's count is small.
+        Dividing every batch's sum by its rows times the epoch's mean units per row instead
+        gives each unit the same weight in every batch, as random batches do on average, at
+        bucketing's speed. ``per_row`` ``None`` (a step built by hand) falls back to the batch's
+        own count, i.e. the plain mean. Global under DDP like :meth:`global_mean`.
+        """
+        rows = self.batch.items.size(0)
+        per_row = per_row or count / max(rows, 1)
+        return self.global_mean(local_mean * (count / max(rows * per_row, 1e-12)), rows)
 
     def gather_rows(self, rows: Tensor) -> tuple[Tensor, int]:
         """Concatenate every process's ``rows [B_r, D]`` in rank order, keeping gradients.

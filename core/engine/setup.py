@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from eclsr.components.step import Step
-from eclsr.data.batching import make_batch, targets_per_epoch
+from eclsr.data.batching import make_batch, positions_per_epoch, targets_per_epoch
 from eclsr.data.examples import training_examples
 from eclsr.data.sequences import SequenceDataset
 from eclsr.data.splits import LeaveOneOut, TimeSplit, Windows, make_split
@@ -84,14 +84,18 @@ class RunSetup:
             batch, model.encoder, model.item_embedding, model.num_items, self.generator,
             epoch=epoch, stage=stage, frozen=frozen, services=model.services,
             rank=self.shard.rank, world_size=self.shard.world_size,
-            targets_per_row=self.targets_per_row,
+            targets_per_row=self.targets_per_row, positions_per_row=self.positions_per_row,
         )  # fmt: skip
 
     @property
     def targets_per_row(self) -> float:
         """Next-item targets per training row, averaged over the epoch (1 for prefix rows)."""
-        rows = max(len(self.windows.users), 1)
-        return targets_per_epoch(self.windows) / rows
+        return targets_per_epoch(self.windows) / max(len(self.windows.users), 1)
+
+    @property
+    def positions_per_row(self) -> float:
+        """Real input positions per training row, averaged over the epoch."""
+        return positions_per_epoch(self.windows) / max(len(self.windows.users), 1)
 
     def train_step(
         self, step: Step, dropped: frozenset[str] = frozenset()

@@ -68,6 +68,14 @@ class GeneratorConfig(HeadConfig):
         "generator, including the masked substitution's.",
     )
 
+    average_over: Literal["masked", "epoch"] = Field(
+        "masked",
+        description="masked: mean CE over the batch's masked positions (paper and code). epoch: "
+        "the sum divided by B × γ × the epoch's mean positions per row, so a masked position "
+        "weighs the same in every length-bucketed batch, as with random batches (see the "
+        "next_item head's average_over).",
+    )
+
     def build(self, ctx: BuildContext) -> GeneratorHead:
         """Build the head and publish it as ``ctx.services["generator"]``."""
         head = GeneratorHead(self, ctx)
@@ -152,6 +160,9 @@ class GeneratorHead(Head):
             return_argmax=True,
         )
         out.offer_best(best)  # the masked substitution then fills S'' without another matmul
+        if self.config.average_over == "epoch":
+            per_row = step.positions_per_row and step.positions_per_row * self.config.mask_ratio
+            return step.epoch_mean(loss, out.targets.numel(), per_row)
         return step.global_mean(loss, out.targets.numel())
 
     def generate(

@@ -120,10 +120,7 @@ class NextItemHead(Head):
             slots = step.batch.items.size(0) * self.max_len  # B × L, as a left-padded batch
             return step.global_mean(loss * (targets.numel() / slots), slots)
         if self.config.average_over == "epoch":
-            rows = step.batch.items.size(0)
-            # Without the engine's epoch figure (a hand-built step) the batch's own count stands in.
-            per_row = step.targets_per_row or targets.numel() / max(rows, 1)
-            return step.global_mean(loss * (targets.numel() / (rows * per_row)), rows)
+            return step.epoch_mean(loss, targets.numel(), step.targets_per_row)
         return step.global_mean(loss, targets.numel())
 
     def _draw_negatives(self, generator: torch.Generator, count: int) -> Tensor:

@@ -70,6 +70,14 @@ class RIDConfig(HeadConfig):
         "states are ~30× the item embeddings' norm, so raw h_t swamps the item to be judged.",
     )
 
+    average_over: Literal["positions", "epoch"] = Field(
+        "positions",
+        description="positions: mean BCE over the batch's real positions (paper and code). "
+        "epoch: the sum divided by B × the epoch's mean positions per row, so a position weighs "
+        "the same in every length-bucketed batch, as with random batches (see the next_item "
+        "head's average_over).",
+    )
+
     @model_validator(mode="after")
     def _add_only_options(self) -> RIDConfig:
         if self.condition == "add":
@@ -157,6 +165,8 @@ class RIDHead(Head):
         assert augmented.replaced is not None
         labels = augmented.replaced[real].float()  # [P]
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
+        if self.config.average_over == "epoch":
+            return step.epoch_mean(loss, labels.numel(), step.positions_per_row)
         return step.global_mean(loss, labels.numel())
 
     def _check(self, augmented: AugmentedBatch, items: Tensor, lengths: Tensor) -> None:
