@@ -9,6 +9,7 @@ run, so a benchmark times exactly what a run trains.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,12 +88,12 @@ class RunSetup:
             targets_per_row=self.targets_per_row, positions_per_row=self.positions_per_row,
         )  # fmt: skip
 
-    @property
+    @functools.cached_property
     def targets_per_row(self) -> float:
         """Next-item targets per training row, averaged over the epoch (1 for prefix rows)."""
         return targets_per_epoch(self.windows) / max(len(self.windows.users), 1)
 
-    @property
+    @functools.cached_property
     def positions_per_row(self) -> float:
         """Real input positions per training row, averaged over the epoch."""
         return positions_per_epoch(self.windows) / max(len(self.windows.users), 1)
