@@ -145,14 +145,15 @@ class Step:
         return local_mean * (count * self.world_size / total.clamp(min=1.0))  # shape kept
 
     def epoch_mean(self, local_mean: Tensor, count: int, per_row: float | None) -> Tensor:
-        """A mean over ``count`` units rescaled to ``sum / (B × per_row)``, ``per_row`` an epoch figure.
+        """A mean over ``count`` units rescaled to ``sum / (B × per_row)``, ``per_row`` a run constant.
 
         With length-bucketed batches a plain mean weighs a unit (a target, a position) of a
         batch of short rows more than one of a batch of long rows: the batch's count is small.
         Dividing every batch's sum by its rows times the epoch's mean units per row instead
         gives each unit the same weight in every batch, as random batches do on average, at
-        bucketing's speed. ``per_row`` ``None`` (a step built by hand) falls back to the batch's
-        own count, i.e. the plain mean. Global under DDP like :meth:`global_mean`.
+        bucketing's speed (any constant ``per_row`` does, e.g. ``L`` for the authors' slot
+        scale). ``per_row`` ``None`` (a step built by hand) falls back to the batch's own count,
+        i.e. the plain mean. Global under DDP like :meth:`global_mean`.
         """
         rows = self.batch.items.size(0)
         per_row = per_row or count / max(rows, 1)

@@ -116,9 +116,8 @@ class NextItemHead(Head):
             loss = sampled_softmax_cross_entropy(
                 hidden, step.item_weights, targets, negatives.to(hidden.device), self.log_q
             )
-        if self.config.average_over == "slots":
-            slots = step.batch.items.size(0) * self.max_len  # B × L, as a left-padded batch
-            return step.global_mean(loss * (targets.numel() / slots), slots)
+        if self.config.average_over == "slots":  # sum / (B × L), as a left-padded batch
+            return step.epoch_mean(loss, targets.numel(), self.max_len)
         if self.config.average_over == "epoch":
             return step.epoch_mean(loss, targets.numel(), step.targets_per_row)
         return step.global_mean(loss, targets.numel())
