@@ -161,7 +161,8 @@ class GeneratorHead(Head):
         )
         out.offer_best(best)  # the masked substitution then fills S'' without another matmul
         if self.config.average_over == "epoch":
-            per_row = step.positions_per_row and step.positions_per_row * self.config.mask_ratio
+            positions = step.positions_per_row
+            per_row = None if positions is None else positions * self.config.mask_ratio
             return step.epoch_mean(loss, out.targets.numel(), per_row)
         return step.global_mean(loss, out.targets.numel())
 
