@@ -19,6 +19,7 @@ eclsr results render results/headline $G/positions-from-end $G/prefixes $G/sampl
   --pair headline/sasrec-code:random-batches/sasrec-code-seq-random \
   --pair headline/sasrec-code:epoch-average/sasrec-code-epochavg \
   --pair prefixes/sasrec-code-prefixes:epoch-average/sasrec-code-epochavg \
+  --pair random-batches/sasrec-code-seq-random:epoch-average/sasrec-code-epochavg \
   --pair no-dropout/sasrec-code-b48-nodrop:no-dropout/sasrec-code-prefixes-nodrop \
   --out $G/RESULTS.md
 eclsr results render $G/seen-excluded --baseline sasrec-code-prefixes \
