@@ -256,6 +256,8 @@ def test_compare_cli(runs, capsys):
         "p < 0.01",
     ):
         assert fragment in out, fragment
+    # single runs: the reader is told that per-user tests do not cover seed noise
+    assert "One run a side" in out and "not over training seeds" in " ".join(out.split())
     assert main(["compare", str(runs["a"]), str(runs["a"]), "--alpha", "1.5"]) == 2
     assert main(["compare", str(runs["a"]), str(runs["longer"])]) == 2
 
@@ -568,6 +570,7 @@ def test_compare_cli_with_seed_folders(runs, tmp_path, capsys):
     for fragment in ("p (Welch, 2 vs 2 seeds)", "averaged per user", "recall@20", "ndcg@20"):
         assert fragment in out, fragment
     assert "seeds a side for 80% power" in out and "not evidence" in out
+    assert "One run a side" not in out  # Welch is there: no caveat to add
     assert main(["compare", str(folder_a), str(folder_b), "--metric", "ndcg@10", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     seed_values = [
