@@ -139,10 +139,10 @@ class TrainConfig(_Section):
         description="Batch rows of similar length (less padding, faster). With one sequence per "
         "user and per-batch means it also reweights the loss toward short histories' targets "
         "(on Sports −.0033 R@10 against random batches, one seed). The heads' average_over = "
-        "'epoch' removes that reweighting; what is left is within seed noise so far (bucketed "
-        "against random batches, one seed each: +.0026 R@10 at 48 users a batch, −.0024 at "
-        "256; results/protocol-grid/README.md). Every-prefix batches all hold the same number "
-        "of next-item targets.",
+        "'epoch' removes that reweighting; what bucketing does beyond it is not settled "
+        "(against random batches: +.0026 R@10 at 48 users a batch, one seed a side; about "
+        "−.002 at 256, two seeds against one; results/protocol-grid/README.md). Every-prefix "
+        "batches all hold the same number of next-item targets.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
     threads: int | None = Field(
