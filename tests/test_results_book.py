@@ -88,6 +88,53 @@ def test_collect_keeps_small_files_only(book, run_dirs):
     assert machine["cores"] >= 1 and machine["torch"]
 
 
+def _set_machine(seed_dir, machine):
+    results = json.loads((seed_dir / "results.json").read_text())
+    if machine is None:
+        results.pop("machine", None)
+    else:
+        results["machine"] = machine
+    (seed_dir / "results.json").write_text(json.dumps(results))
+
+
+def test_a_later_collection_keeps_the_book_machine_file(book, run_dirs):
+    # MACHINE.json stands in for runs too old to record their machine: a collection on another
+    # machine must not relabel them
+    (book / "MACHINE.json").write_text(json.dumps({"cpu": "First CPU", "cores": 2}))
+    main(["results", "collect", str(run_dirs[("base-synthetic", 1)]), "--into", str(book)])
+    assert json.loads((book / "MACHINE.json").read_text())["cpu"] == "First CPU"
+
+
+def test_runs_from_two_machines_label_their_wall_times(book):
+    other_cpu = {"cpu": "Other CPU", "cores": 4, "memory_gib": 8.0, "system": "Linux 6"}
+    _set_machine(book / "synthetic" / "contrastive" / "seed-2", other_cpu)
+    text = render(book, baseline="base")
+    assert "The runs did not all train on one machine" in text
+    assert "- A: " in text and "(3 runs; recorded by the runs)." in text
+    assert "- B: Other CPU, 4 cores, 8.0 GiB, no GPU; Linux 6" in text and "(1 run;" in text
+    row = next(line for line in text.splitlines() if line.startswith("| contrastive | 1, 2 |"))
+    wall = row.rstrip(" |").rsplit("|", 1)[1]
+    assert wall.count("(A)") == 1 and wall.rstrip().endswith("(B)")
+    base = next(line for line in text.splitlines() if line.startswith("| base | 1, 2 |"))
+    assert base.count("(A)") == 2
+
+
+def test_a_run_without_a_machine_record_takes_the_book_file(book):
+    for seed in (1, 2):
+        for model in ("base", "contrastive"):
+            _set_machine(book / "synthetic" / model / f"seed-{seed}", None)
+    (book / "MACHINE.json").write_text(json.dumps({"cpu": "Old CPU", "cores": 2}))
+    text = render(book, baseline="base")
+    assert "Machine (recorded by the runs, or by `book/MACHINE.json` for runs older" in text
+    assert "Old CPU, 2 cores" in text and "(A)" not in text
+    (book / "MACHINE.json").write_text("{broken")
+    assert "`book/MACHINE.json` is damaged" in render(book, baseline="base")
+    (book / "MACHINE.json").unlink()
+    assert "not recorded (runs of `book/` older than the per-run record)" in render(
+        book, baseline="base"
+    )
+
+
 def test_collect_replaces_a_rerun(book, run_dirs):
     # collecting the same run again keeps one copy per (dataset, model, seed)
     main(["results", "collect", str(run_dirs[("base-synthetic", 1)]), "--into", str(book)])
@@ -305,7 +352,7 @@ def test_several_books_render_as_one_with_models_named_by_folder(book, tmp_path,
         line for line in text.splitlines() if line.startswith("| setting-b/contrastive | 120 |")
     )
     assert f"{expected.diff:+.4f} (t p={expected.p_t:.1e}" in row  # same runs, same test
-    assert "Machine of `setting-b`: not recorded." in text
+    assert "Machine (recorded by the runs): " in text  # both folders' runs trained here
     out = tmp_path / "R.md"
     args = [
         "results",

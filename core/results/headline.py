@@ -2,10 +2,12 @@
 
 ``collect`` copies what a comparison needs out of run directories (``results.json``, the per-user
 ``ranks.npz`` and the per-epoch ``metrics.jsonl``; never checkpoints) into
-``<book>/<dataset>/<model>/seed-<seed>/``, plus ``MACHINE.json`` describing the machine that
-collected them. ``render`` turns such a folder into markdown: per dataset, each model's test
-metrics (mean ± std over seeds) beside the paper's value, its paired significance against a
-baseline model, the epochs and wall time of every run and the command that produced it.
+``<book>/<dataset>/<model>/seed-<seed>/``, plus ``MACHINE.json`` describing the machine of the
+first collection (it stands in for runs too old to record their own). ``render`` turns such a
+folder into markdown: per dataset, each model's test metrics (mean ± std over seeds) beside the
+paper's value, its paired significance against a baseline model, the epochs and wall time of every
+run (with the machine it trained on, where a book's runs come from several) and the command that
+produced it.
 Everything printed is read from those files; nothing is typed by hand.
 """
 
@@ -90,7 +92,10 @@ def collect(run_dirs: Sequence[Path], book: Path) -> list[Path]:
             if (run.path / name).is_file():
                 shutil.copyfile(run.path / name, target / name)
         written.append(target)
-    rundir.write_json(book / MACHINE_FILE, rundir.machine_description())
+    if not (book / MACHINE_FILE).exists():
+        # Never overwritten: it describes the machine of the runs already here that predate the
+        # per-run record, and a later collection from another machine must not relabel them.
+        rundir.write_json(book / MACHINE_FILE, rundir.machine_description())
     return written
 
 
@@ -317,6 +322,7 @@ def render(
     books = [book] if isinstance(book, Path) else list(book)
     groups = sorted(load_books(books), key=lambda group: _rank(group.model, baseline, order))
     folders = ", ".join(f"`{folder.as_posix()}/`" for folder in books)
+    machines = RunMachines.of(groups)
     lines = [
         "# Results",
         "",
@@ -324,13 +330,13 @@ def render(
         f"{folders} (each run's `results.json`, per-user `ranks.npz` and per-epoch "
         f"`metrics.jsonl`). {GENERATED_MARK}",
         "",
-        *[line for folder in books for line in _machine_lines(folder, len(books) > 1)],
+        *_machine_lines(machines),
         *_protocol_lines(groups),
         *_paper_lines(paper_file),
     ]
     for dataset in sorted({group.dataset for group in groups}):  # groups stay in model order
         in_dataset = [group for group in groups if group.dataset == dataset]
-        lines += _dataset_section(dataset, in_dataset, paper, baseline, metrics, pairs)
+        lines += _dataset_section(dataset, in_dataset, paper, baseline, metrics, pairs, machines)
         if by_length is not None:
             lines += _length_lines(in_dataset, baseline, pairs, metrics, by_length)
     return "\n".join(lines).rstrip() + "\n"
@@ -351,24 +357,97 @@ def _rank(model: str, baseline: str, order: Sequence[str]) -> tuple[int, int, st
     return position, 0 if model == baseline else 1, model
 
 
-def _machine_lines(book: Path, named: bool = False) -> list[str]:
-    label = f"Machine of `{book.name}`" if named else "Machine"
+@dataclass
+class RunMachines:
+    """The machine each rendered run trained on, so that wall times are read against the right one.
+
+    A run's own ``results.json`` records its machine; a run from before that record falls back to
+    its book's ``MACHINE.json`` (written by the first collection into the book). Books are filled
+    over many sessions, on whatever machine each one had, so one book may hold several.
+    """
+
+    descriptions: list[str]  # distinct machines, most runs first
+    of_run: dict[Path, str]  # seed folder -> its machine's description
+    counts: dict[str, int]
+    from_files: dict[str, set[str]]  # description -> the MACHINE.json files that stood in for runs
+
+    @classmethod
+    def of(cls, groups: Sequence[ModelRuns]) -> RunMachines:
+        of_run: dict[Path, str] = {}
+        counts: dict[str, int] = {}
+        from_files: dict[str, set[str]] = {}
+        for run in (run for group in groups for run in group.runs):
+            description, stand_in = _run_machine(run)
+            of_run[run.path] = description
+            counts[description] = counts.get(description, 0) + 1
+            if stand_in:
+                from_files.setdefault(description, set()).add(stand_in)
+        order = sorted(counts, key=lambda description: (-counts[description], description))
+        return cls(order, of_run, counts, from_files)
+
+    def label(self, run: RunRecord) -> str:
+        """``A``, ``B``, … for the run's machine; ``""`` when every run shares one."""
+        if len(self.descriptions) < 2:
+            return ""
+        return _machine_letter(self.descriptions.index(self.of_run[run.path]))
+
+    def source(self, description: str) -> str:
+        files = sorted(self.from_files.get(description, ()))
+        if not files:
+            return "recorded by the runs"
+        named = ", ".join(f"`{name}`" for name in files)
+        return f"recorded by the runs, or by {named} for runs older than that record"
+
+
+def _machine_letter(index: int) -> str:
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return letters[index] if index < len(letters) else f"M{index + 1}"
+
+
+def _run_machine(run: RunRecord) -> tuple[str, str]:
+    """The run's machine, and the ``MACHINE.json`` that stood in for its record (``""``: none)."""
+    recorded = run.results.get("machine")
+    if isinstance(recorded, dict) and recorded:
+        return _describe_machine(recorded), ""
+    book = run.path.parents[2]  # <book>/<dataset>/<model>/seed-<seed>
     path = book / MACHINE_FILE
     if not path.is_file():
-        return [f"{label}: not recorded.", ""]
+        return f"not recorded (runs of `{book.name}/` older than the per-run record)", ""
     try:
         machine = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return [f"{label}: {MACHINE_FILE} is damaged; not shown.", ""]
+        machine = None
     if not isinstance(machine, dict):
-        return [f"{label}: {MACHINE_FILE} is damaged; not shown.", ""]
+        return f"not shown: `{book.name}/{MACHINE_FILE}` is damaged", ""
+    return _describe_machine(machine), f"{book.name}/{MACHINE_FILE}"
+
+
+def _describe_machine(machine: dict[str, Any]) -> str:
     gpu = f", GPU {machine['cuda']}" if machine.get("cuda") else ", no GPU"
-    return [
-        f"{label} (recorded when the runs were collected): {machine.get('cpu')}, "
-        f"{machine.get('cores')} cores, {machine.get('memory_gib')} GiB{gpu}; "
-        f"{machine.get('system')}, Python {machine.get('python')}, torch {machine.get('torch')}.",
+    return (
+        f"{machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('memory_gib')} GiB{gpu}; "
+        f"{machine.get('system')}, Python {machine.get('python')}, torch {machine.get('torch')}"
+    )
+
+
+def _machine_lines(machines: RunMachines) -> list[str]:
+    if not machines.descriptions:
+        return []
+    if len(machines.descriptions) == 1:
+        only = machines.descriptions[0]
+        return [f"Machine ({machines.source(only)}): {only}.", ""]
+    lines = [
+        "Machines. The runs did not all train on one machine: a wall time is followed by its "
+        "machine's letter, and wall times compare only within one letter.",
         "",
     ]
+    for index, description in enumerate(machines.descriptions):
+        runs = machines.counts[description]
+        lines.append(
+            f"- {_machine_letter(index)}: {description} ({runs} run{'s' if runs != 1 else ''}; "
+            f"{machines.source(description)})."
+        )
+    return [*lines, ""]
 
 
 def _protocol_lines(groups: Sequence[ModelRuns]) -> list[str]:
@@ -402,6 +481,7 @@ def _dataset_section(
     baseline: str,
     metrics: Sequence[str],
     pairs: Sequence[tuple[str, str]] = (),
+    machines: RunMachines | None = None,
 ) -> list[str]:
     header = ["model", "seeds", *metrics, "epochs (best)", "patience", "wall time"]
     lines = [f"## {dataset}", "", _row(header), "|" + "---|" * len(header)]
@@ -414,7 +494,7 @@ def _dataset_section(
             cells.append(shown + (f" (paper {reference:.4f})" if reference is not None else ""))
         cells.append(", ".join(_epochs(run) for run in group.runs))
         cells.append(", ".join(str(_train_setting(run, "patience")) for run in group.runs))
-        cells.append(", ".join(_duration(run.results.get("seconds")) for run in group.runs))
+        cells.append(", ".join(_wall_time(run, machines) for run in group.runs))
         lines.append(_row(cells))
     lines += ["", *_significance_lines(groups, baseline, metrics)]
     lines += [*_pair_lines(groups, pairs, metrics), *_command_lines(groups), ""]
@@ -575,6 +655,11 @@ def _epochs(run: RunRecord) -> str:
     # best_epoch counts from 0, as in metrics.jsonl; shown counting from 1 like epochs_run.
     best, last = run.results.get("best_epoch"), run.results.get("epochs_run")
     return f"{last} (best {best + 1})" if isinstance(best, int) else f"{last}"
+
+
+def _wall_time(run: RunRecord, machines: RunMachines | None) -> str:
+    label = machines.label(run) if machines is not None else ""
+    return _duration(run.results.get("seconds")) + (f" ({label})" if label else "")
 
 
 def _duration(seconds: Any) -> str:
