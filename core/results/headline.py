@@ -392,6 +392,7 @@ class RunMachines:
         return _machine_letter(self.descriptions.index(self.of_run[run.path]))
 
     def source(self, description: str) -> str:
+        """Where the description came from: the runs' own records, or a stand-in file too."""
         files = sorted(self.from_files.get(description, ()))
         if not files:
             return "recorded by the runs"
