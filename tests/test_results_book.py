@@ -135,6 +135,37 @@ def test_a_run_without_a_machine_record_takes_the_book_file(book):
     )
 
 
+def test_collect_as_files_runs_under_another_model_name(run_dirs, tmp_path):
+    book = tmp_path / "headline"
+    runs = [str(run_dirs[("contrastive-synthetic", seed)]) for seed in (1, 2)]
+    before = (run_dirs[("contrastive-synthetic", 1)] / "results.json").read_bytes()
+    assert main(["results", "collect", *runs, "--into", str(book), "--as", "my-model"]) == 0
+    assert sorted(p.name for p in (book / "synthetic" / "my-model").iterdir()) == [
+        "seed-1",
+        "seed-2",
+    ]
+    assert (run_dirs[("contrastive-synthetic", 1)] / "results.json").read_bytes() == before
+    copied = json.loads((book / "synthetic" / "my-model" / "seed-1" / "results.json").read_text())
+    assert copied["collected_as"] == "my-model" and copied["recipe"] == "contrastive-synthetic"
+    assert [group.model for group in load_book(book)] == ["my-model"]
+    text = render(book, baseline="my-model")
+    assert "| my-model | 1, 2 |" in text
+    line = next(line for line in text.splitlines() if line.startswith("- my-model, seed 1:"))
+    assert ", collected as `my-model` (its recipe is named `contrastive-synthetic`)" in line
+
+
+def test_collect_as_cannot_join_two_settings_or_take_a_path(run_dirs, tmp_path, capsys):
+    book = tmp_path / "headline"
+    mixed = [str(run_dirs[("base-synthetic", 1)]), str(run_dirs[("contrastive-synthetic", 2)])]
+    assert main(["results", "collect", *mixed, "--into", str(book), "--as", "one"]) == 2
+    assert not book.exists()  # refused before anything was copied
+    run = str(run_dirs[("base-synthetic", 1)])
+    assert main(["results", "collect", run, "--into", str(book), "--as", "../up"]) == 2
+    err = capsys.readouterr().err
+    assert "--as '../up' is not a model name" in err and "Traceback" not in err
+    assert not book.exists()
+
+
 def test_collect_replaces_a_rerun(book, run_dirs):
     # collecting the same run again keeps one copy per (dataset, model, seed)
     main(["results", "collect", str(run_dirs[("base-synthetic", 1)]), "--into", str(book)])

@@ -27,6 +27,14 @@ def add_results_command(sub: argparse._SubParsersAction) -> None:
     collect.add_argument(
         "--into", type=Path, required=True, metavar="DIR", help="the results folder"
     )
+    collect.add_argument(
+        "--as",
+        dest="as_model",
+        default=None,
+        metavar="MODEL",
+        help="file the runs as this model (default: the recipe name without its dataset), e.g. "
+        "a grid run as a headline row; its seeds must still share one recipe",
+    )
     collect.set_defaults(handler=cmd_collect)
 
     render = actions.add_parser("render", help="markdown tables with paper values and p-values")
@@ -58,7 +66,7 @@ def cmd_collect(args: argparse.Namespace, out: Console) -> int:
     """``eclsr results collect RUN_DIR ... --into DIR``."""
     from eclsr.results.headline import collect
 
-    for folder in collect(args.run_dirs, args.into):
+    for folder in collect(args.run_dirs, args.into, args.as_model):
         out.print(f"collected {folder}", highlight=False)
     return 0
 

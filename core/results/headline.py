@@ -14,6 +14,7 @@ Everything printed is read from those files; nothing is typed by hand.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tomllib
 from collections.abc import Sequence
@@ -46,6 +47,10 @@ from eclsr.results.stats import (
 )
 
 MACHINE_FILE = "MACHINE.json"
+# results.json key set by `collect --as`: the model a run stands for in this book, whatever its
+# recipe's name (the same run can be a grid cell under one name and a headline row under another).
+COLLECTED_AS = "collected_as"
+_MODEL_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 KEPT_FILES = (rundir.RESULTS, "ranks.npz", rundir.METRICS, rundir.RECIPE)
 # Written into every rendered file; an existing output without it was not made by us and is kept.
 GENERATED_MARK = "Do not edit by hand: rerun the command."
@@ -68,21 +73,37 @@ def dataset_name(results: dict[str, Any]) -> str:
 
 
 def model_name(results: dict[str, Any]) -> str:
-    """The recipe name without its dataset suffix: ``ecl-sr-code-toys`` → ``ecl-sr-code``."""
+    """The recipe name without its dataset suffix: ``ecl-sr-code-toys`` → ``ecl-sr-code``.
+
+    A run collected with ``--as MODEL`` is that model instead.
+    """
+    collected = results.get(COLLECTED_AS)
+    if isinstance(collected, str) and collected:
+        return collected
     recipe = str(results.get("recipe") or "recipe")
     dataset = results.get("protocol", {}).get("dataset")
     return recipe.removesuffix(f"-{dataset}") if dataset else recipe
 
 
-def collect(run_dirs: Sequence[Path], book: Path) -> list[Path]:
+def collect(run_dirs: Sequence[Path], book: Path, as_model: str | None = None) -> list[Path]:
     """Copy the small files of finished runs into ``book``; returns the folders written.
 
     A run already in the book (same dataset, model and seed) is replaced: re-collecting a rerun
-    must not leave the old numbers beside the new ones.
+    must not leave the old numbers beside the new ones. With ``as_model``, the runs are filed as
+    that model (their copied ``results.json`` says so under ``collected_as``); the seeds of one
+    model must still share one recipe, so a label can join runs only of the same setting.
     """
+    if as_model is not None and not _MODEL_LABEL.fullmatch(as_model):
+        msg = (
+            f"--as {as_model!r} is not a model name: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit (it becomes a folder name), e.g. --as ecl-sr-code."
+        )
+        raise EclsrError(msg)
     runs = [load_run(run_dir) for run_dir in run_dirs]  # each fails clearly if not a finished run
     for run in runs:
         load_ranks(run)  # significance tests need the per-user ranks; fail now, not at render
+        if as_model is not None:
+            run.results[COLLECTED_AS] = as_model  # this copy only; the run directory is untouched
     _check_collected_seeds(runs, book)  # before anything is copied: the book stays as it was
     written = []
     for run in runs:
@@ -91,6 +112,8 @@ def collect(run_dirs: Sequence[Path], book: Path) -> list[Path]:
         for name in KEPT_FILES:
             if (run.path / name).is_file():
                 shutil.copyfile(run.path / name, target / name)
+        if as_model is not None:
+            rundir.write_json(target / rundir.RESULTS, run.results)
         written.append(target)
     if not (book / MACHINE_FILE).exists():
         # Never overwritten: it describes the machine of the runs already here that predate the
@@ -604,6 +627,7 @@ def _command_lines(groups: Sequence[ModelRuns]) -> list[str]:
                 f"- {group.model}, seed {run.results.get('seed')}: `{run_command(run.results)}`"
                 + _resumed_note(run.results)
                 + _trained_note(run.results)
+                + _collected_note(run.results)
                 + _code_note(run.results)
             )
     return lines
@@ -621,6 +645,15 @@ def _trained_note(results: dict[str, Any]) -> str:
     """For a run re-scored by ``eclsr evaluate --out``: the command that trained its weights."""
     trained = results.get("trained_with")
     return f", re-scoring the run of `{trained}`" if isinstance(trained, str) and trained else ""
+
+
+def _collected_note(results: dict[str, Any]) -> str:
+    """For a run filed under another model name (``collect --as``): the name its recipe has."""
+    if not isinstance(results.get(COLLECTED_AS), str):
+        return ""
+    return (
+        f", collected as `{results[COLLECTED_AS]}` (its recipe is named `{results.get('recipe')}`)"
+    )
 
 
 def _code_note(results: dict[str, Any]) -> str:
