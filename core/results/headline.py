@@ -17,8 +17,10 @@ import json
 import re
 import shutil
 import tomllib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +112,10 @@ def collect(run_dirs: Sequence[Path], book: Path, as_model: str | None = None) -
         target = _seed_folder(book, run)
         target.mkdir(parents=True, exist_ok=True)
         for name in KEPT_FILES:
-            if (run.path / name).is_file():
+            if as_model is not None and name == rundir.RESULTS:
+                rundir.write_json(target / name, run.results)  # carries the collected_as label
+            elif (run.path / name).is_file():
                 shutil.copyfile(run.path / name, target / name)
-        if as_model is not None:
-            rundir.write_json(target / rundir.RESULTS, run.results)
         written.append(target)
     if not (book / MACHINE_FILE).exists():
         # Never overwritten: it describes the machine of the runs already here that predate the
@@ -389,24 +391,37 @@ class RunMachines:
     over many sessions, on whatever machine each one had, so one book may hold several.
     """
 
-    descriptions: list[str]  # distinct machines, most runs first
     of_run: dict[Path, str]  # seed folder -> its machine's description
-    counts: dict[str, int]
     from_files: dict[str, set[str]]  # description -> the MACHINE.json files that stood in for runs
 
     @classmethod
     def of(cls, groups: Sequence[ModelRuns]) -> RunMachines:
         of_run: dict[Path, str] = {}
-        counts: dict[str, int] = {}
         from_files: dict[str, set[str]] = {}
+        book_files: dict[Path, tuple[str, str]] = {}  # each book's MACHINE.json, read once
         for run in (run for group in groups for run in group.runs):
-            description, stand_in = _run_machine(run)
+            recorded = run.results.get("machine")
+            if isinstance(recorded, dict) and recorded:
+                of_run[run.path] = _describe_machine(recorded)
+                continue
+            book = run.path.parents[2]  # <book>/<dataset>/<model>/seed-<seed>
+            if book not in book_files:
+                book_files[book] = _book_machine(book)
+            description, stand_in = book_files[book]
             of_run[run.path] = description
-            counts[description] = counts.get(description, 0) + 1
             if stand_in:
                 from_files.setdefault(description, set()).add(stand_in)
-        order = sorted(counts, key=lambda description: (-counts[description], description))
-        return cls(order, of_run, counts, from_files)
+        return cls(of_run, from_files)
+
+    @cached_property
+    def counts(self) -> Counter[str]:
+        return Counter(self.of_run.values())
+
+    @cached_property
+    def descriptions(self) -> list[str]:
+        """Distinct machines, most runs first."""
+        counts = self.counts
+        return sorted(counts, key=lambda description: (-counts[description], description))
 
     def label(self, run: RunRecord) -> str:
         """``A``, ``B``, … for the run's machine; ``""`` when every run shares one."""
@@ -428,12 +443,8 @@ def _machine_letter(index: int) -> str:
     return letters[index] if index < len(letters) else f"M{index + 1}"
 
 
-def _run_machine(run: RunRecord) -> tuple[str, str]:
-    """The run's machine, and the ``MACHINE.json`` that stood in for its record (``""``: none)."""
-    recorded = run.results.get("machine")
-    if isinstance(recorded, dict) and recorded:
-        return _describe_machine(recorded), ""
-    book = run.path.parents[2]  # <book>/<dataset>/<model>/seed-<seed>
+def _book_machine(book: Path) -> tuple[str, str]:
+    """The book's ``MACHINE.json`` described, and its name as a source (``""``: none usable)."""
     path = book / MACHINE_FILE
     if not path.is_file():
         return f"not recorded (runs of `{book.name}/` older than the per-run record)", ""
