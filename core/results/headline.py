@@ -515,8 +515,8 @@ def _dataset_section(
     paper: dict[str, dict[str, dict[str, float]]],
     baseline: str,
     metrics: Sequence[str],
-    pairs: Sequence[tuple[str, str]] = (),
-    machines: RunMachines | None = None,
+    pairs: Sequence[tuple[str, str]],
+    machines: RunMachines,
 ) -> list[str]:
     header = ["model", "seeds", *metrics, "epochs (best)", "patience", "wall time"]
     lines = [f"## {dataset}", "", _row(header), "|" + "---|" * len(header)]
@@ -702,8 +702,8 @@ def _epochs(run: RunRecord) -> str:
     return f"{last} (best {best + 1})" if isinstance(best, int) else f"{last}"
 
 
-def _wall_time(run: RunRecord, machines: RunMachines | None) -> str:
-    label = machines.label(run) if machines is not None else ""
+def _wall_time(run: RunRecord, machines: RunMachines) -> str:
+    label = machines.label(run)
     return _duration(run.results.get("seconds")) + (f" ({label})" if label else "")
 
 
