@@ -5,10 +5,11 @@ the repository) and installed with ``pip install --no-deps --no-build-isolation 
 --target SITE``: no network, and nothing written into the running venv. The CLI then runs as a
 subprocess with ``PYTHONPATH=SITE``, so the package's entry point is visible there only.
 
-``--no-build-isolation`` builds with the venv's own setuptools, which needs setuptools >= 70.1
-(bdist_wheel built in) or the ``wheel`` package. A bare ``python -m venv`` on Python 3.11 has
-setuptools 65 without wheel; there the test installs the same files by hand (the package plus the
-dist-info pip would write: METADATA and entry_points.txt, read from the example's pyproject).
+``--no-build-isolation`` builds with the venv's own setuptools, which needs setuptools >= 77: the
+example's ``license = "MIT"`` (an SPDX string, PEP 639) is refused by older ones. A bare ``python -m
+venv`` on Python 3.11 has setuptools 65; there the test installs the same files by hand (the
+package plus the dist-info pip would write: METADATA and entry_points.txt, read from the
+example's pyproject).
 """
 
 from __future__ import annotations
@@ -40,13 +41,13 @@ pytestmark = pytest.mark.skipif(
 
 
 def _venv_can_build_wheels() -> bool:
-    """True when setuptools can build a wheel without build isolation (offline)."""
+    """True when the venv's setuptools can build the example without build isolation (offline)."""
     try:
         version = importlib.metadata.version("setuptools")
     except importlib.metadata.PackageNotFoundError:
         return False
     major, minor = (int(p) for p in version.split(".")[:2])
-    return (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None
+    return (major, minor) >= (77, 0)  # the SPDX license string; bdist_wheel is built in since 70.1
 
 
 def _install_with_pip(source: Path, site: Path) -> None:
@@ -86,7 +87,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         _install_with_pip(source, site)
     else:
         warnings.warn(
-            "setuptools < 70.1 without `wheel`: installed the example by hand instead of pip",
+            "setuptools < 77: installed the example by hand instead of pip",
             stacklevel=1,
         )
         site.mkdir()
