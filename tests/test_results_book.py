@@ -219,6 +219,44 @@ def test_render_shows_means_paper_values_and_commands(book, paper_file):
     assert "paper" not in base_row
 
 
+def test_render_gives_ratios_to_the_baseline_beside_the_papers(
+    book, run_dirs, tmp_path, paper_file
+):
+    assert "ratio to base" not in render(book, paper_file, baseline="base")  # no paper baseline
+    ablation = [str(path) for (name, _), path in run_dirs.items() if name.startswith("contrastive")]
+    assert main(["results", "collect", *ablation, "--into", str(book), "--as", "ablation"]) == 0
+    paper = tmp_path / "paper-both.toml"
+    paper.write_text(
+        '[synthetic.contrastive]\n"recall@10" = 0.5\n[synthetic.base]\n"recall@10" = 0.4\n',
+        encoding="utf-8",
+    )
+    text = render(book, paper, baseline="base")
+    groups = {group.model: group for group in load_book(book)}
+
+    def mean(model: str, metric: str) -> float:
+        return statistics.fmean(run.results["test"][metric] for run in groups[model].runs)
+
+    row = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("| contrastive | ") and "(paper 1.250)" in line
+    )
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    header = next(
+        line for line in text.splitlines() if line.startswith("| ratio to base (seed means) |")
+    )
+    metrics = [cell.strip() for cell in header.strip("|").split("|")][1:]
+    for metric, cell in zip(metrics, cells[1:], strict=True):
+        ours = f"{mean('contrastive', metric) / mean('base', metric):.3f}"
+        assert cell == (f"{ours} (paper 1.250)" if metric == "recall@10" else ours)
+    ratio_table = text[text.index("| ratio to base (seed means) |") :].split("\n\n", 1)[0]
+    ablation_row = next(
+        line for line in ratio_table.splitlines() if line.startswith("| ablation |")
+    )
+    assert "paper" not in ablation_row  # no published value, still compared with the baseline
+    assert "| base |" not in ratio_table
+
+
 def test_significance_pairs_users_with_seeds_averaged(book):
     groups = {group.model: group for group in load_book(book)}
     tests = significance(groups["base"], groups["contrastive"], ["ndcg@10"])

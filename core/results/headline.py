@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import statistics
 import tomllib
 from collections import Counter
 from collections.abc import Sequence
@@ -372,7 +373,10 @@ def _paper_lines(paper_file: Path | None) -> list[str]:
         return []
     return [
         f"Published values in brackets come from `{paper_file.as_posix()}`; a model without one has "
-        "no published number there (a `-code` model is shown beside the paper's model of that name).",
+        "no published number there (a `-code` model is shown beside the paper's model of that name). "
+        "Where the paper also gives the baseline's value, a `ratio to` table sets each model's gain "
+        "over the baseline (seed means) beside the paper's: the figure that carries over to another "
+        "data file or preset.",
         "",
     ]
 
@@ -532,8 +536,51 @@ def _dataset_section(
         cells.append(", ".join(_wall_time(run, machines) for run in group.runs))
         lines.append(_row(cells))
     lines += ["", *_significance_lines(groups, baseline, metrics)]
+    lines += _ratio_lines(dataset, groups, paper, baseline, metrics)
     lines += [*_pair_lines(groups, pairs, metrics), *_command_lines(groups), ""]
     return lines
+
+
+def _ratio_lines(
+    dataset: str,
+    groups: Sequence[ModelRuns],
+    paper: dict[str, dict[str, dict[str, float]]],
+    baseline: str,
+    metrics: Sequence[str],
+) -> list[str]:
+    """Each model's seed mean over the baseline's, beside the paper's ratio of the same two.
+
+    A ratio carries over where absolute values do not: on a data file that differs from the
+    paper's (Yelp), or under another preset, the paper's gain over its own baseline is the figure
+    to compare with. Shown only where the paper has a ratio for some model and metric; then every
+    model gets a row, so ablations without a published value still compare.
+    """
+    base = next((group for group in groups if group.model == baseline), None)
+    if base is None:
+        return []
+    rows, has_paper = [], False
+    for group in groups:
+        if group is base:
+            continue
+        cells = [group.model]
+        for metric in metrics:
+            base_mean = _seed_mean(base, metric)
+            ours = f"{_seed_mean(group, metric) / base_mean:.3f}" if base_mean else "–"
+            published = paper_value(paper, dataset, group.model, metric)
+            published_base = paper_value(paper, dataset, baseline, metric)
+            if published is not None and published_base:
+                ours += f" (paper {published / published_base:.3f})"
+                has_paper = True
+            cells.append(ours)
+        rows.append(_row(cells))
+    if not has_paper:
+        return []
+    header = [f"ratio to {baseline} (seed means)", *metrics]
+    return [_row(header), "|" + "---|" * len(header), *rows, ""]
+
+
+def _seed_mean(group: ModelRuns, metric: str) -> float:
+    return statistics.fmean(float(run.results["test"][metric]) for run in group.runs)
 
 
 def _significance_lines(
