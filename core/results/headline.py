@@ -580,7 +580,7 @@ def _ratio_lines(
 
 
 def _seed_mean(group: ModelRuns, metric: str) -> float:
-    return statistics.fmean(float(run.results["test"][metric]) for run in group.runs)
+    return statistics.fmean(seed_values(group, "test", metric))  # a missing metric fails clearly
 
 
 def _significance_lines(
