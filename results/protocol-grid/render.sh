@@ -4,12 +4,14 @@ set -e
 G=results/protocol-grid
 eclsr results render $G/headline $G/positions-from-end $G/prefixes $G/sampled-softmax $G/prefixes-epyc $G/authors-settings $G/small-batch $G/no-dropout $G/random-batches $G/epoch-average \
   --baseline headline/sasrec-code \
-  --models headline/sasrec-code,small-batch/sasrec-code-b48,small-batch/sasrec-code-b48-unbucketed,small-batch/sasrec-code-b48-epochavg,random-batches/sasrec-code-seq-random,epoch-average/sasrec-code-epochavg,epoch-average/icl-sr-code-epochavg,epoch-average/ridl-sr-code-epochavg,epoch-average/ecl-sr-code-epochavg,epoch-average/ecl-sr-code-epochavg-icl0.3,no-dropout/sasrec-code-b48-nodrop,no-dropout/sasrec-code-prefixes-nodrop,positions-from-end/sasrec-code,prefixes/sasrec-code-prefixes,prefixes-epyc/sasrec-code-prefixes,sampled-softmax/sasrec-code-sampled256,sampled-softmax/sasrec-code-prefixes-sampled256,headline/ecl-sr-code,positions-from-end/ecl-sr-code,authors-settings/ecl-sr-code-authors,prefixes-epyc/ecl-sr-code-prefixes,prefixes-epyc/ecl-sr-code-prefixes-icl0.3,prefixes-epyc/ecl-sr-code-prefixes-icl0.3-ridscaled,prefixes-epyc/ecl-sr-code-prefixes-paperaux \
+  --models headline/sasrec-code,small-batch/sasrec-code-b48,small-batch/sasrec-code-b48-unbucketed,small-batch/sasrec-code-b48-epochavg,random-batches/sasrec-code-seq-random,epoch-average/sasrec-code-epochavg,epoch-average/icl-sr-code-epochavg,epoch-average/ridl-sr-code-epochavg,epoch-average/ecl-sr-code-epochavg,epoch-average/ecl-sr-code-epochavg-icl0.3,no-dropout/sasrec-code-b48-nodrop,no-dropout/sasrec-code-prefixes-nodrop,positions-from-end/sasrec-code,prefixes/sasrec-code-prefixes,prefixes-epyc/sasrec-code-prefixes,sampled-softmax/sasrec-code-sampled256,sampled-softmax/sasrec-code-prefixes-sampled256,headline/ecl-sr-code,positions-from-end/ecl-sr-code,authors-settings/ecl-sr-code-authors,prefixes-epyc/ecl-sr-code-prefixes,prefixes-epyc/ecl-sr-code-prefixes-icl0.3,prefixes-epyc/ecl-sr-code-prefixes-icl0.3-ridscaled,prefixes-epyc/ecl-sr-code-prefixes-paperaux,prefixes-epyc/icl-sr-code-prefixes,prefixes-epyc/ridl-sr-code-prefixes \
   --pair prefixes-epyc/sasrec-code-prefixes:prefixes-epyc/ecl-sr-code-prefixes \
   --pair prefixes-epyc/sasrec-code-prefixes:prefixes-epyc/ecl-sr-code-prefixes-icl0.3 \
   --pair prefixes-epyc/sasrec-code-prefixes:prefixes-epyc/ecl-sr-code-prefixes-icl0.3-ridscaled \
   --pair prefixes-epyc/ecl-sr-code-prefixes-icl0.3:prefixes-epyc/ecl-sr-code-prefixes-icl0.3-ridscaled \
   --pair prefixes-epyc/ecl-sr-code-prefixes-icl0.3:prefixes-epyc/ecl-sr-code-prefixes-paperaux \
+  --pair prefixes-epyc/icl-sr-code-prefixes:prefixes-epyc/ecl-sr-code-prefixes \
+  --pair prefixes-epyc/ridl-sr-code-prefixes:prefixes-epyc/ecl-sr-code-prefixes \
   --pair headline/ecl-sr-code:prefixes-epyc/ecl-sr-code-prefixes \
   --pair prefixes/sasrec-code-prefixes:sampled-softmax/sasrec-code-prefixes-sampled256 \
   --pair headline/ecl-sr-code:prefixes-epyc/sasrec-code-prefixes \
@@ -28,7 +30,7 @@ eclsr results render $G/headline $G/positions-from-end $G/prefixes $G/sampled-so
   --pair no-dropout/sasrec-code-b48-nodrop:no-dropout/sasrec-code-prefixes-nodrop \
   --out $G/RESULTS.md
 eclsr results render $G/seen-excluded --baseline sasrec-code-prefixes \
-  --models sasrec-code,sasrec-code-b48,sasrec-code-b48-unbucketed,sasrec-code-b48-epochavg,sasrec-code-seq-random,sasrec-code-epochavg,icl-sr-code-epochavg,ridl-sr-code-epochavg,ecl-sr-code-epochavg,ecl-sr-code-epochavg-icl0.3,sasrec-code-prefixes,ecl-sr-code-prefixes,ecl-sr-code-prefixes-icl0.3,ecl-sr-code-prefixes-icl0.3-ridscaled,ecl-sr-code-prefixes-paperaux \
+  --models sasrec-code,sasrec-code-b48,sasrec-code-b48-unbucketed,sasrec-code-b48-epochavg,sasrec-code-seq-random,sasrec-code-epochavg,icl-sr-code-epochavg,ridl-sr-code-epochavg,ecl-sr-code-epochavg,ecl-sr-code-epochavg-icl0.3,sasrec-code-prefixes,ecl-sr-code-prefixes,ecl-sr-code-prefixes-icl0.3,ecl-sr-code-prefixes-icl0.3-ridscaled,ecl-sr-code-prefixes-paperaux,icl-sr-code-prefixes,ridl-sr-code-prefixes \
   --out $G/SEEN-EXCLUDED.md
 eclsr results render $G/patience10 --baseline sasrec-code-prefixes \
   --models sasrec-code-prefixes,ecl-sr-code-prefixes-icl0.3 \
