@@ -119,6 +119,20 @@ def test_runs_from_two_machines_label_their_wall_times(book):
     assert base.count("(A)") == 2
 
 
+def test_machine_letters_follow_the_first_rendered_run_not_the_run_counts(book):
+    # a book grows a seed at a time: when a second machine comes to hold most runs, the letters
+    # already printed beside earlier runs must not swap
+    other_cpu = {"cpu": "Other CPU", "cores": 4, "memory_gib": 8.0, "system": "Linux 6"}
+    for model, seed in (("contrastive", 1), ("contrastive", 2), ("base", 2)):
+        _set_machine(book / "synthetic" / model / f"seed-{seed}", other_cpu)
+    text = render(book, baseline="base")
+    assert "(1 run; recorded by the runs)." in text.split("- A: ", 1)[1].splitlines()[0]
+    assert text.split("- B: ", 1)[1].startswith("Other CPU") and "(3 runs;" in text
+    base = next(line for line in text.splitlines() if line.startswith("| base | 1, 2 |"))
+    wall = base.rstrip(" |").rsplit("|", 1)[1]
+    assert wall.index("(A)") < wall.index("(B)")
+
+
 def test_a_run_without_a_machine_record_takes_the_book_file(book):
     for seed in (1, 2):
         for model in ("base", "contrastive"):

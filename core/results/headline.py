@@ -423,9 +423,12 @@ class RunMachines:
 
     @cached_property
     def descriptions(self) -> list[str]:
-        """Distinct machines, most runs first."""
-        counts = self.counts
-        return sorted(counts, key=lambda description: (-counts[description], description))
+        """Distinct machines in the order their first run is rendered.
+
+        Not by run count: books grow a seed at a time, and letters that follow the counts would
+        swap between two renders of a growing book, so every wall time in the diff would change.
+        """
+        return list(dict.fromkeys(self.of_run.values()))
 
     def label(self, run: RunRecord) -> str:
         """``A``, ``B``, … for the run's machine; ``""`` when every run shares one."""
