@@ -299,7 +299,9 @@ def _paired(args: argparse.Namespace, out: Console, settings: Any, baseline: Any
     from eclsr.tune.study import tune
 
     out.print(
-        f"tuning the baseline {args.paired} with the same budget → {baseline.out}", highlight=False
+        f"tuning the baseline {args.paired} with the same budget → {baseline.out}",
+        highlight=False,
+        soft_wrap=True,  # a path cut in two cannot be pasted
     )
     base_study = tune(baseline, on_trial=print_trial)
     _print_summary(out, base_study, baseline)
