@@ -502,6 +502,32 @@ def test_unequal_seed_counts_pair_the_same_number_of_seeds(tmp_path):
     assert "| many | 4000 (seeds 42 vs 42) |" in row
 
 
+def _write_synthetic_run(book, model: str, seed: int, ranks: np.ndarray) -> None:
+    folder = book / "synthetic" / model / f"seed-{seed}"
+    folder.mkdir(parents=True)
+    users = np.arange(ranks.size)
+    np.savez(folder / "ranks.npz", users=users, test=ranks, valid=ranks)
+    results = {"recipe": f"{model}-synthetic", "seed": seed, "protocol": {"dataset": "synthetic"}}
+    results["test"] = {"recall@10": float(np.mean(ranks <= 10))}
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+@pytest.mark.parametrize(("better_seed", "starred"), [(42, True), (43, False)])
+def test_one_run_against_one_run_of_another_seed_earns_no_star(tmp_path, better_seed, starred):
+    """Per-user tests hold each trained model fixed: between two seeds they also measure the
+    seeds' difference, so with no across-seed test to separate it there is no star."""
+    rng = np.random.default_rng(3)
+    book = tmp_path / "book"
+    _write_synthetic_run(book, "base", 42, rng.geometric(0.02, size=4000).astype(np.int64))
+    better = rng.geometric(0.2, size=4000).astype(np.int64)  # far better: per-user p is tiny
+    _write_synthetic_run(book, "better", better_seed, better)
+    text = render(book, baseline="base", metrics=["recall@10"])
+    row = next(line for line in text.splitlines() if line.startswith("| better | 4000"))
+    assert "t p=" in row and float(row.split("t p=")[1].split(",")[0]) < 1e-10
+    assert row.rstrip(" |").endswith(" *") is starred
+    assert ("seeds 42 vs 43; seeds differ, one a side: no `*`" in row) is not starred
+
+
 def test_render_by_length_tests_each_group_with_seeds_averaged(book, capsys):
     from eclsr.results.by_length import LengthSplit
     from eclsr.results.inference import load_run_data, load_run_recipe

@@ -59,6 +59,7 @@ KEPT_FILES = (rundir.RESULTS, "ranks.npz", rundir.METRICS, rundir.RECIPE)
 GENERATED_MARK = "Do not edit by hand: rerun the command."
 SIGNIFICANCE_ALPHA = 0.01  # the paper's threshold (paired t-test, p < 0.01)
 POWER_LABEL = f"n{round(POWER_TARGET * 100)}"  # n80: seeds a side for 80 % power
+SEED_CONFOUNDED = "seeds differ, one a side: no `*`"
 
 
 @dataclass
@@ -511,7 +512,9 @@ def _protocol_lines(groups: Sequence[ModelRuns]) -> list[str]:
         f"{SIGNIFICANCE_ALPHA}, `{POWER_LABEL}` is the number of seeds a side at which it would "
         f"be with {POWER_TARGET:.0%} power if the seeds so far gave the true difference and "
         f"spreads (a plan for more seeds, not evidence; `{POWER_LABEL}>{MAX_SEEDS}`: none). `*` "
-        f"marks p < {SIGNIFICANCE_ALPHA} in every test shown.",
+        f"marks p < {SIGNIFICANCE_ALPHA} in every test shown; a test of one run against one "
+        "run of another seed gets none (`" + SEED_CONFOUNDED + "`), since its per-user "
+        "difference holds the seeds' difference too.",
         "",
     ]
 
@@ -614,9 +617,15 @@ def _test_row(label: str, a: ModelRuns, b: ModelRuns, metrics: Sequence[str]) ->
     """One row of tests of ``b`` against ``a``: per-user paired tests, and across seeds."""
     tests = significance(a, b, metrics)
     users = str(tests[0].n)
-    if len(a.runs) != len(b.runs):
-        kept_a, kept_b = matched_seeds(a, b)
-        users += f" (seeds {_seed_list(kept_a)} vs {_seed_list(kept_b)})"
+    kept_a, kept_b = matched_seeds(a, b)
+    seeds_differ = _seed_list(kept_a) != _seed_list(kept_b)
+    # With one run a side there is no across-seed test; if the two runs also have different
+    # seeds, their per-user difference mixes the seed's effect into the model's, so it earns
+    # no star (same seed: the seed's draws are shared and the paired test is the best there is).
+    confounded = seeds_differ and not (len(a.runs) > 1 and len(b.runs) > 1)
+    if len(a.runs) != len(b.runs) or seeds_differ:
+        note = f"; {SEED_CONFOUNDED}" if confounded else ""
+        users += f" (seeds {_seed_list(kept_a)} vs {_seed_list(kept_b)}{note})"
     cells = [label, users]
     for test in tests:
         p_values = [test.p_t, test.p_w]
@@ -627,7 +636,7 @@ def _test_row(label: str, a: ModelRuns, b: ModelRuns, metrics: Sequence[str]) ->
             text += f", seeds p={p_seeds:.1e}"
             if p_seeds >= SIGNIFICANCE_ALPHA:
                 text += f", {_seeds_needed(a, b, test.metric)}"
-        mark = " *" if max(p_values) < SIGNIFICANCE_ALPHA else ""
+        mark = " *" if max(p_values) < SIGNIFICANCE_ALPHA and not confounded else ""
         cells.append(f"{text}){mark}")
     return _row(cells)
 
