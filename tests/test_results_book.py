@@ -455,26 +455,25 @@ def test_several_books_render_as_one_with_models_named_by_folder(book, tmp_path,
         render([book, twin])
 
 
+def _write_synthetic_run(book, model: str, seed: int, ranks: np.ndarray) -> None:
+    folder = book / "synthetic" / model / f"seed-{seed}"
+    folder.mkdir(parents=True)
+    users = np.arange(ranks.size)
+    np.savez(folder / "ranks.npz", users=users, test=ranks, valid=ranks)
+    results = {"recipe": f"{model}-synthetic", "seed": seed, "protocol": {"dataset": "synthetic"}}
+    results["test"] = {"recall@10": float(np.mean(ranks <= 10))}
+    (folder / "results.json").write_text(json.dumps(results))
+
+
 def test_unequal_seed_counts_pair_the_same_number_of_seeds(tmp_path):
     """Three seeds averaged against one gives skewed per-user differences even for the same
     model; the per-user tests must then use one seed on each side, the shared one first."""
     rng = np.random.default_rng(7)
-    users = np.arange(4000)
     book = tmp_path / "book"
 
     def write(model: str, seed: int) -> None:
-        folder = book / "synthetic" / model / f"seed-{seed}"
-        folder.mkdir(parents=True)
-        ranks = rng.geometric(0.02, size=users.size).astype(np.int64)  # the same model every seed
-        np.savez(folder / "ranks.npz", users=users, test=ranks, valid=ranks)
-        hits = float(np.mean(ranks <= 10))
-        results = {
-            "recipe": f"{model}-synthetic",
-            "seed": seed,
-            "protocol": {"dataset": "synthetic"},
-        }
-        results["test"] = {"recall@10": hits}
-        (folder / "results.json").write_text(json.dumps(results))
+        ranks = rng.geometric(0.02, size=4000).astype(np.int64)  # the same model every seed
+        _write_synthetic_run(book, model, seed, ranks)
 
     write("base", 42)
     for seed in (42, 43, 44):
@@ -500,16 +499,6 @@ def test_unequal_seed_counts_pair_the_same_number_of_seeds(tmp_path):
     text = render(book, baseline="base", metrics=["recall@10"])
     row = next(line for line in text.splitlines() if line.startswith("| many | 4000"))
     assert "| many | 4000 (seeds 42 vs 42) |" in row
-
-
-def _write_synthetic_run(book, model: str, seed: int, ranks: np.ndarray) -> None:
-    folder = book / "synthetic" / model / f"seed-{seed}"
-    folder.mkdir(parents=True)
-    users = np.arange(ranks.size)
-    np.savez(folder / "ranks.npz", users=users, test=ranks, valid=ranks)
-    results = {"recipe": f"{model}-synthetic", "seed": seed, "protocol": {"dataset": "synthetic"}}
-    results["test"] = {"recall@10": float(np.mean(ranks <= 10))}
-    (folder / "results.json").write_text(json.dumps(results))
 
 
 @pytest.mark.parametrize(("better_seed", "starred"), [(42, True), (43, False)])
