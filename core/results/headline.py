@@ -285,11 +285,16 @@ def seed_length_groups(
     )
 
 
+def has_seed_test(baseline: ModelRuns, other: ModelRuns) -> bool:
+    """Whether the two models can be tested across seeds: two seeds or more a side."""
+    return len(baseline.runs) >= 2 and len(other.runs) >= 2
+
+
 def across_seeds(
     baseline: ModelRuns, other: ModelRuns, metric: str, split: str = "test"
 ) -> float | None:
     """Welch's p for ``metric`` over each seed's value on ``split``; None without two seeds a side."""
-    if len(baseline.runs) < 2 or len(other.runs) < 2:
+    if not has_seed_test(baseline, other):
         return None
     a = np.array(seed_values(baseline, split, metric))
     b = np.array(seed_values(other, split, metric))
@@ -622,7 +627,7 @@ def _test_row(label: str, a: ModelRuns, b: ModelRuns, metrics: Sequence[str]) ->
     # With one run a side there is no across-seed test; if the two runs also have different
     # seeds, their per-user difference mixes the seed's effect into the model's, so it earns
     # no star (same seed: the seed's draws are shared and the paired test is the best there is).
-    confounded = seeds_differ and not (len(a.runs) > 1 and len(b.runs) > 1)
+    confounded = seeds_differ and not has_seed_test(a, b)
     if len(a.runs) != len(b.runs) or seeds_differ:
         note = f"; {SEED_CONFOUNDED}" if confounded else ""
         users += f" (seeds {_seed_list(kept_a)} vs {_seed_list(kept_b)}{note})"
