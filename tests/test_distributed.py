@@ -27,6 +27,7 @@ batch_size = 64
 lr = 0.01
 monitor = "valid.ndcg@10"
 threads = 1
+device = "cpu"  # gloo on the CPU, also on a machine with a GPU
 """
 
 
@@ -99,3 +100,55 @@ def test_sharded_evaluation_is_exact(runs):
     assert metrics_from_ranks(ranks, recipe.eval.ks) == last["valid"]
     results = json.loads((double / "results.json").read_text())
     assert results["world_size"] == 2
+
+
+def _machine(monkeypatch, gpus: int, local_processes: int, local_rank: int = 0) -> list[int]:
+    """Pretend this machine has ``gpus`` GPUs and torchrun started ``local_processes`` here."""
+    chosen: list[int] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_processes))
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    return chosen
+
+
+def test_each_process_takes_its_own_gpu(monkeypatch):
+    from eclsr.engine.distributed import resolve_device
+
+    chosen = _machine(monkeypatch, gpus=2, local_processes=2, local_rank=1)
+    assert resolve_device("auto") == resolve_device("cuda") == torch.device("cuda", 1)
+    assert chosen == [1, 1]
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_more_processes_than_gpus_train_on_the_cpu_under_auto_and_stop_under_cuda(monkeypatch):
+    # Seen on a one-GPU machine: two processes both asked for a GPU of their own and rank 1 died
+    # in set_device ("invalid device ordinal").
+    from eclsr.engine.distributed import resolve_device
+    from eclsr.errors import EclsrError
+
+    chosen = _machine(monkeypatch, gpus=1, local_processes=2)
+    with pytest.warns(UserWarning, match="2 processes but 1 GPU"):
+        assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(EclsrError, match=r"2 processes on this machine but 1 GPU.*--nproc 1"):
+        resolve_device("cuda")
+    assert chosen == []
+
+
+def test_the_process_group_backend_follows_the_recipes_device(monkeypatch):
+    import torch.distributed as dist
+
+    from eclsr.engine.distributed import maybe_init_distributed
+
+    _machine(monkeypatch, gpus=1, local_processes=1)
+    backends: list[str] = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: backends.append(backend))
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    for device in ("cpu", "auto", "cuda"):
+        assert maybe_init_distributed(device) == 0
+    # NCCL moves no CPU tensors: a CPU recipe gets gloo even with a GPU on the machine.
+    assert backends == ["gloo", "nccl", "nccl"]

@@ -143,7 +143,7 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         return _launch_torchrun(args.nproc)
     if args.resume and args.out is None:
         raise EclsrError("--resume needs --out RUN_DIR: the run directory to continue.")
-    rank = maybe_init_distributed()
+    rank = maybe_init_distributed(recipe.train.device)
     out_dir = args.out or default_run_dir(recipe.name or "recipe")
     result = run(
         recipe,
@@ -175,7 +175,7 @@ def cmd_resume(args: argparse.Namespace, out: Console) -> int:
     run_dir = args.run_dir
     if args.overrides or args.out is not None:
         recipe, run_dir = _extend(args, recipe)
-    rank = maybe_init_distributed()
+    rank = maybe_init_distributed(recipe.train.device)
     progress = not args.no_progress and sys.stderr.isatty()
     command = shlex.join(["eclsr", *sys.argv[1:]])
     result = run(recipe, run_dir, resume=True, progress=progress, command=command)

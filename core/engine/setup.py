@@ -24,7 +24,7 @@ from eclsr.data.examples import training_examples
 from eclsr.data.sequences import SequenceDataset
 from eclsr.data.splits import LeaveOneOut, TimeSplit, Windows, make_split
 from eclsr.engine.allocator import tune_allocator
-from eclsr.engine.distributed import world
+from eclsr.engine.distributed import resolve_device, world
 from eclsr.engine.model import Model, total_loss
 from eclsr.errors import EclsrError
 
@@ -123,7 +123,7 @@ def set_up_run(recipe: Any, data: SequenceDataset) -> RunSetup:
         torch.set_num_threads(train.threads)
     if train.tune_allocator:
         tune_allocator()
-    device = resolve_device(train.device, rank)
+    device = resolve_device(train.device)
     split = make_split(data, recipe.data.max_len)
     torch.manual_seed(recipe.seed)
     check_model_memory(recipe, data.num_items, device)
@@ -155,20 +155,6 @@ def epoch_examples(recipe: Any, data: SequenceDataset, split: LeaveOneOut | Time
     """The training rows ``recipe.train.examples`` asks for (the same rows every epoch)."""
     examples = recipe.train.examples
     return training_examples(data, split.train(), examples.mode, split.max_len, examples.min_length)
-
-
-def resolve_device(name: str, rank: int = 0) -> torch.device:
-    """``auto`` → cuda when available, else cpu; under torchrun each rank takes its local GPU."""
-    if name == "cuda" and not torch.cuda.is_available():
-        msg = "train.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'."
-        raise EclsrError(msg)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device(name)
 
 
 def training_item_counts(data: SequenceDataset) -> torch.Tensor:
