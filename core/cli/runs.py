@@ -194,7 +194,7 @@ def cmd_evaluate(args: argparse.Namespace, out: Console) -> int:
             else ("[green]exact[/]" if saved == value else f"[red]{value - saved:+.2e}[/]")
         )
         table.add_row(key, "–" if saved is None else f"{saved:.6f}", f"{value:.6f}", mark)
-    out.print(table)
+    _print_wide(out, table)
     if result.saved_ranks is not None:
         same = result.saved_ranks.shape == result.ranks.shape and bool(
             (result.saved_ranks == result.ranks).all()
@@ -234,7 +234,7 @@ def _rescore(args: argparse.Namespace, exclude_seen: bool | None, out: Console) 
         table.add_column(column, justify="left" if column == "metric" else "right")
     for key, value in results["test"].items():
         table.add_row(key, f"{results['valid'].get(key, float('nan')):.6f}", f"{value:.6f}")
-    out.print(table)
+    _print_wide(out, table)
     return 0
 
 
@@ -499,8 +499,15 @@ def _finite_or_none(value: object) -> object:
 
 
 def _print_wide(out: Console, renderable: Table) -> None:
-    """Print a table without squeezing it to 80 columns when stdout is not a terminal."""
+    """Print a table without squeezing it to 80 columns when stdout is not a terminal.
+
+    Its title, which names run folders, goes on a line of its own first: rich wraps a title to
+    the table's width, which breaks a long path (and the words after it) over several lines.
+    """
     target = out if out.is_terminal else Console(file=out.file, width=250, no_color=out.no_color)
+    if isinstance(renderable.title, str):
+        target.print(renderable.title, soft_wrap=True, markup=False, highlight=False)
+        renderable.title = None
     target.print(renderable)
 
 
