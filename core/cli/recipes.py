@@ -48,7 +48,7 @@ def add_recipe_commands(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="train on N processes via torchrun (gloo on CPU, nccl on GPU)",
+        help="train on N processes via torchrun (nccl with one GPU each; gloo on the CPU)",
     )
     run.set_defaults(handler=cmd_run)
 
