@@ -381,6 +381,30 @@ def test_paired_tunes_the_baseline_alike_and_tests_both_winners_over_seeds(tmp_p
             assert results["seed"] == seed
 
 
+def test_reruns_on_two_processes_run_every_seed_once_and_keep_finished_ones(tmp_path):
+    from eclsr.tune.paired import plan_reruns, run_reruns
+
+    space = {"params": {"train.lr": {"type": "log-float", "low": 1e-3, "high": 1e-2}}}
+    settings = _settings(
+        tmp_path, space, trials=1, recipe={"train": {**RECIPE["train"], "epochs": 1}}
+    )
+    study = tune(settings)
+    reruns = plan_reruns(study, tmp_path / "paired", [5, 6, 7], threads=1, base_dir=None)
+    run_reruns(reruns[:1], workers=1)  # one finished before: the two processes keep it
+    kept = (reruns[0].folder / "results.json").stat().st_mtime_ns
+    run_reruns(reruns, workers=2)
+    for rerun, seed in zip(reruns, (5, 6, 7), strict=True):
+        results = json.loads((rerun.folder / "results.json").read_text())
+        assert results["seed"] == seed and results["recipe"] == "tiny-best"
+    assert (reruns[0].folder / "results.json").stat().st_mtime_ns == kept
+    # The same seed gives the same run in a spawned process as here (its recipe travels whole).
+    alone = plan_reruns(study, tmp_path / "alone", [6], threads=1, base_dir=None)
+    run_reruns(alone, workers=1)
+    here = json.loads((alone[0].folder / "results.json").read_text())["test"]
+    there = json.loads((reruns[1].folder / "results.json").read_text())["test"]
+    assert here == there
+
+
 def test_the_example_toys_space_fits_ecl_sr_and_its_shared_part_fits_sasrec():
     from eclsr.recipe.load import recipe_data
     from eclsr.tune.space import restrict

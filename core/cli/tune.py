@@ -295,7 +295,7 @@ def _baseline(args: argparse.Namespace, out: Console, settings: Any) -> Any:
 
 def _paired(args: argparse.Namespace, out: Console, settings: Any, baseline: Any) -> None:
     """Tune the baseline, rerun both winners with the same seeds, print the tests."""
-    from eclsr.tune.paired import METRICS, compare, rerun_best
+    from eclsr.tune.paired import METRICS, compare, plan_reruns, run_reruns
     from eclsr.tune.study import tune
 
     out.print(
@@ -309,13 +309,17 @@ def _paired(args: argparse.Namespace, out: Console, settings: Any, baseline: Any
 
     study = load_study(settings.study_name, settings.storage_url)
     seeds = [settings.seed + i for i in range(args.seeds)]
-    out.print(f"rerunning both winners with seeds {seeds}", highlight=False)
+    out.print(
+        f"rerunning both winners with seeds {seeds} ({settings.workers} at a time)",
+        highlight=False,
+    )
     paired_dir = settings.out / "paired"
-    tuned = rerun_best(study, paired_dir / "tuned", seeds, settings.threads, settings.base_dir)
-    base = rerun_best(
+    tuned = plan_reruns(study, paired_dir / "tuned", seeds, settings.threads, settings.base_dir)
+    base = plan_reruns(
         base_study, paired_dir / "baseline", seeds, baseline.threads, baseline.base_dir
     )
-    outcome = compare(tuned, base, seeds, METRICS)
+    run_reruns(tuned + base, settings.workers, settings.plugin_files)
+    outcome = compare([r.folder for r in tuned], [r.folder for r in base], seeds, METRICS)
     table = Table(
         title=f"test split: B = tuned {args.target} vs A = tuned {args.paired} ({len(seeds)} seeds)"
     )

@@ -51,30 +51,76 @@ def baseline_settings(
     return tuned, dropped
 
 
-def rerun_best(
-    study: Any, out: Path, seeds: Sequence[int], threads: int | None, base_dir: Path | None
-) -> list[Path]:
-    """Run the study's best recipe once per seed under ``out/seed-S``; finished seeds are kept.
+@dataclass(frozen=True)
+class Rerun:
+    """One seed of a winner's rerun (picklable: reruns run in spawned processes).
 
-    An interrupted seed resumes from its checkpoint, so rerunning the command finishes the job.
+    Attributes:
+        recipe_data: the winner's recipe with this seed (and the worker's threads).
+        folder: its run directory; a finished one is kept, an interrupted one resumed.
+        base_dir: the recipe's folder (its ``plugins`` files are relative to it).
     """
-    from eclsr.engine.train import run
-    from eclsr.recipe.load import validate_recipe
 
+    recipe_data: dict[str, Any]
+    folder: Path
+    base_dir: Path | None
+
+    @property
+    def finished(self) -> bool:
+        return (self.folder / "results.json").is_file()
+
+
+def plan_reruns(
+    study: Any, out: Path, seeds: Sequence[int], threads: int | None, base_dir: Path | None
+) -> list[Rerun]:
+    """The study's best recipe once per seed, each under ``out/seed-S``."""
     data = dict(best_trial(study).user_attrs[RECIPE])
     data["name"] = f"{study.study_name}-best"
     if threads is not None:
         data["train"] = {**data.get("train", {}), "threads": threads}
-    folders = []
-    for seed in seeds:
-        folder = out / f"seed-{seed}"
-        folders.append(folder)
-        if (folder / "results.json").is_file():
-            continue
-        recipe = validate_recipe({**data, "seed": seed}, source=str(folder), base_dir=base_dir)
-        resume = (folder / "checkpoints.json").is_file()
-        run(recipe, folder, resume=resume, overwrite=not resume, progress=False, console=_quiet())
-    return folders
+    return [Rerun({**data, "seed": seed}, out / f"seed-{seed}", base_dir) for seed in seeds]
+
+
+def run_reruns(
+    reruns: Sequence[Rerun], workers: int = 1, plugin_files: Sequence[Path] = ()
+) -> None:
+    """Run every unfinished rerun; with ``workers`` > 1 on that many processes at once.
+
+    An interrupted rerun resumes from its checkpoint, so rerunning the command finishes the job.
+    Each process takes every ``workers``-th rerun in turn (the caller's threads per run keep
+    workers × threads within the cores, as for the trials).
+    """
+    pending = [rerun for rerun in reruns if not rerun.finished]
+    workers = min(workers, len(pending))
+    if workers <= 1:
+        for rerun in pending:
+            _run_one(rerun)
+        return
+    from eclsr.tune.study import in_processes
+
+    jobs = [(pending[worker::workers], tuple(plugin_files)) for worker in range(workers)]
+    in_processes(_rerun_worker, jobs, what="a rerun worker", resumed_by="the reruns")
+
+
+def _rerun_worker(reruns: Sequence[Rerun], plugin_files: Sequence[Path]) -> None:
+    """A spawned process: the ``--plugin`` files, then its share of the reruns in order."""
+    from eclsr.tune.study import load_plugin_files
+
+    load_plugin_files(plugin_files)
+    for rerun in reruns:
+        _run_one(rerun)
+
+
+def _run_one(rerun: Rerun) -> None:
+    from eclsr.engine.train import run
+    from eclsr.recipe.load import validate_recipe
+
+    if rerun.finished:
+        return
+    folder = rerun.folder
+    recipe = validate_recipe(rerun.recipe_data, source=str(folder), base_dir=rerun.base_dir)
+    resume = (folder / "checkpoints.json").is_file()
+    run(recipe, folder, resume=resume, overwrite=not resume, progress=False, console=_quiet())
 
 
 def _quiet() -> Any:

@@ -19,7 +19,7 @@ import multiprocessing
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,7 +274,7 @@ def run_worker(settings: TuneSettings, worker: int = 0, on_trial: OnTrial | None
     study runs it again with new values).
     """
     optuna = require_optuna()
-    _load_plugins(settings)
+    load_plugin_files(settings.plugin_files)
     study = open_study(settings, worker)
     lock = TrialLock(settings.out / ".trial.lock")
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
@@ -369,10 +369,11 @@ def _one_line(exc: BaseException) -> str:
     return (kind + text)[:1000]
 
 
-def _load_plugins(settings: TuneSettings) -> None:
+def load_plugin_files(files: Sequence[Path]) -> None:
+    """A spawned worker's ``--plugin`` files (it starts with the entry-point plugins only)."""
     from eclsr.registry.manager import load_plugin_file
 
-    for file in settings.plugin_files:
+    for file in files:
         load_plugin_file(file)
 
 
@@ -383,11 +384,26 @@ def tune(settings: TuneSettings, on_trial: OnTrial | None = None) -> Any:
     if settings.workers == 1:
         run_worker(settings, 0, on_trial)
         return study
-    context = multiprocessing.get_context("spawn")  # no forked torch/SQLite state
+    jobs = [(settings, worker, on_trial) for worker in range(settings.workers)]
+    in_processes(run_worker, jobs, what="a tuning worker", resumed_by="the study")
+    return optuna.load_study(
+        study_name=settings.study_name, storage=open_storage(settings.storage_url)
+    )
+
+
+def in_processes(
+    target: Callable[..., None], jobs: list[tuple[Any, ...]], what: str, resumed_by: str
+) -> None:
+    """``target(*job)`` in one spawned process per job, all at once; raise what any reports.
+
+    Spawned, not forked: no torch or SQLite state is shared. Ctrl-C or an error here stops them
+    all (SIGTERM: each run stops after its step, resumable). ``what`` names a process in errors,
+    ``resumed_by`` what a rerun of the command resumes.
+    """
+    context = multiprocessing.get_context("spawn")
     errors = context.Queue()
     processes = [
-        context.Process(target=_worker_main, args=(settings, worker, on_trial, errors))
-        for worker in range(settings.workers)
+        context.Process(target=_reporting_errors, args=(target, job, errors)) for job in jobs
     ]
     with _terminate_on_exit(processes):
         for process in processes:
@@ -400,21 +416,17 @@ def tune(settings: TuneSettings, on_trial: OnTrial | None = None) -> Any:
     failed = [p.exitcode for p in processes if p.exitcode]
     if problems or failed:
         if any(kind == "interrupted" for kind, _ in problems):
-            raise RunInterrupted("the study was interrupted; rerun the same command to resume it.")
+            msg = f"{resumed_by} was interrupted; rerun the same command to resume it."
+            raise RunInterrupted(msg)
         text = "; ".join(message for _, message in problems) or f"exit codes {failed}"
-        msg = f"a tuning worker failed: {text}"
+        msg = f"{what} failed: {text}"
         raise TuneError(msg)
-    return optuna.load_study(
-        study_name=settings.study_name, storage=open_storage(settings.storage_url)
-    )
 
 
-def _worker_main(
-    settings: TuneSettings, worker: int, on_trial: OnTrial | None, errors: Any
-) -> None:
-    """A spawned worker: errors go back to the parent, which raises them (only the CLI prints)."""
+def _reporting_errors(target: Callable[..., None], job: tuple[Any, ...], errors: Any) -> None:
+    """A spawned process: errors go back to the parent, which raises them (only the CLI prints)."""
     try:
-        run_worker(settings, worker, on_trial)
+        target(*job)
     except RunInterrupted as exc:
         errors.put(("interrupted", str(exc)))
     except EclsrError as exc:
