@@ -33,6 +33,9 @@
 # bench-paper.json, paper-runs.tgz. Each step runs even if an earlier one failed; the exit code is
 # the number of failed steps.
 #
+# Knobs: GPU_CHECK_SECONDS (budget), GPU_CHECK_PAPER_MODELS / GPU_CHECK_PAPER_DATASETS (which paper
+# runs), GPU_CHECK_PAPER_ONLY=1 (skip steps 4-6), GPU_CHECK_STOP_RESERVE (seconds for step 7).
+#
 # Rehearse it here on the CPU first (a script error costs device minutes):
 #   GPU_CHECK_DEVICE=cpu GPU_CHECK_SECONDS=200 PY=.venv/bin/python OUT=/tmp/gpu_rehearsal \
 #       PAPER_EXTRA="data.dataset=synthetic data.synthetic_users=300 train.epochs=3" bash tools/gpu_check.sh
@@ -74,7 +77,7 @@ OUT=${OUT:-/tmp/gpu_check}
 PY=${PY:-python3}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 BUDGET=${GPU_CHECK_SECONDS:-480} # the whole script; the tests get what the other steps leave
-STOP_RESERVE=${GPU_CHECK_STOP_RESERVE:-75}                 # seconds kept back to stop, score and pack the paper runs
+STOP_RESERVE=${GPU_CHECK_STOP_RESERVE:-75} # seconds kept back to stop, score and pack the paper runs
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_check.log") 2>&1
 export PYTHONUNBUFFERED=1
@@ -120,7 +123,7 @@ for dataset in ${GPU_CHECK_PAPER_DATASETS:-${PAPER_DATASETS[@]}}; do
     done
 done
 
-if [ -z "${GPU_CHECK_PAPER_ONLY:-}" ]; then # set: rehearse the paper runs' stop alone
+if [ -z "${GPU_CHECK_PAPER_ONLY:-}" ]; then # set: the paper runs alone (finish one; rehearse the stop)
 step "bench, paper preset (H256, L200)" timeout 90 "$PY" -m eclsr bench \
     --dataset ml-1m-synthetic --preset paper --models sasrec,ecl-sr --max-batches 10 --warmup 3 \
     --set train.device="$DEVICE" --json "$OUT/bench-paper.json"
