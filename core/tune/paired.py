@@ -112,6 +112,7 @@ def _rerun_worker(reruns: Sequence[Rerun], plugin_files: Sequence[Path]) -> None
 
 
 def _run_one(rerun: Rerun) -> None:
+    """One rerun: kept when finished, resumed from its checkpoint when interrupted."""
     from eclsr.engine.train import run
     from eclsr.recipe.load import validate_recipe
 
