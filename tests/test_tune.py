@@ -379,6 +379,63 @@ def test_paired_tunes_the_baseline_alike_and_tests_both_winners_over_seeds(tmp_p
                 (out / "paired" / model / f"seed-{seed}" / "results.json").read_text()
             )
             assert results["seed"] == seed
+    # Tuned on a proxy (1 epoch), rerun for real: the full studies are kept, both winners rerun
+    # with the change in a folder of their own, and the proxy reruns stay as they were.
+    proxy = (out / "paired" / "tuned" / "seed-3" / "results.json").read_text()
+    assert main([*argv, "--rerun-set", "train.epochs=2"]) == 0
+    printed = capsys.readouterr().out
+    assert "rerunning both winners with train.epochs=2" in printed and "p across seeds" in printed
+    assert len(optuna.load_study(study_name="r", storage=storage).trials) == 2  # nothing re-tuned
+    for model in ("tuned", "baseline"):
+        for seed in (3, 4):
+            folder = out / "paired-train.epochs=2" / model / f"seed-{seed}"
+            assert json.loads((folder / "results.json").read_text())["epochs_run"] == 2
+    assert (out / "paired" / "tuned" / "seed-3" / "results.json").read_text() == proxy
+
+
+def test_rerun_values_are_checked_before_any_trial_runs(tmp_path, capsys):
+    (tmp_path / "r.toml").write_text(RECIPE_TOML)
+    (tmp_path / "s.toml").write_text(SPACE_TOML)
+    out = tmp_path / "o"
+    argv = ["tune", str(tmp_path / "r.toml"), "--space", str(tmp_path / "s.toml"), "--trials", "2",
+            "--out", str(out), "--rerun-set", "train.examples.mode=prefix"]  # fmt: skip
+    assert main(argv) == 2
+    assert "pass --paired BASELINE too" in capsys.readouterr().err
+    assert main([*argv, "--paired", str(tmp_path / "r.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "--rerun-set" in err and "'prefixes'" in err  # the valid modes are listed
+    assert not out.exists()  # refused before the study was created
+
+
+def test_rerun_folders_are_named_by_their_changes():
+    from eclsr.tune.paired import reruns_folder
+
+    out = Path("o")
+    assert reruns_folder(out) == out / "paired"
+    mode = ["train.examples.mode=prefixes", "train.epochs=200"]
+    assert reruns_folder(out, mode) == out / "paired-train.examples.mode=prefixes+train.epochs=200"
+    odd = reruns_folder(out, ["data.path=/x y/z"])
+    assert odd.parent == out and odd.name.startswith("paired-") and "/" not in odd.name[7:]
+    assert odd != reruns_folder(out, ["data.path=/x y/w"])
+
+
+def test_a_finished_rerun_of_another_recipe_is_refused_and_other_threads_are_kept(tmp_path):
+    from eclsr.tune.paired import plan_reruns, run_reruns
+
+    space = {"params": {"train.lr": {"type": "log-float", "low": 1e-3, "high": 1e-2}}}
+    settings = _settings(
+        tmp_path, space, trials=1, recipe={"train": {**RECIPE["train"], "epochs": 1}}
+    )
+    study = tune(settings)
+    reruns = plan_reruns(study, tmp_path / "paired", [5], threads=1, base_dir=None)
+    run_reruns(reruns)
+    finished = (reruns[0].folder / "results.json").stat().st_mtime_ns
+    run_reruns(plan_reruns(study, tmp_path / "paired", [5], threads=2, base_dir=None))
+    assert (reruns[0].folder / "results.json").stat().st_mtime_ns == finished  # kept
+    changed = plan_reruns(study, tmp_path / "paired", [5], 1, None, ["train.epochs=2"])
+    with pytest.raises(TuneError, match="holds a finished run of another recipe"):
+        run_reruns(changed)
+    assert (reruns[0].folder / "results.json").stat().st_mtime_ns == finished
 
 
 def test_reruns_on_two_processes_run_every_seed_once_and_keep_finished_ones(tmp_path):

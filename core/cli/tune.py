@@ -19,7 +19,8 @@ from eclsr.errors import EclsrError
 
 USAGE = (
     "eclsr tune RECIPE --space SPACE.toml --trials N [--timeout S] [--workers W] [--storage URL]\n"
-    "                  [--study NAME] [--pruner median|hyperband|none] [--out DIR] [--paired BASELINE]\n"
+    "                  [--study NAME] [--pruner median|hyperband|none] [--out DIR]\n"
+    "                  [--paired BASELINE [--seeds N] [--rerun-set KEY=VALUE ...]]\n"
     "       eclsr tune report STUDY [--storage URL | --out DIR] [--top K]"
 )
 
@@ -59,6 +60,11 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:
                       help="tune this baseline recipe with the same budget and space, then rerun "
                       "both winners with --seeds seeds and test them")  # fmt: skip
     tune.add_argument("--seeds", type=int, default=3, help="--paired: seeds per winner (default 3)")
+    tune.add_argument("--rerun-set", dest="rerun_overrides", action="append", default=[],
+                      metavar="KEY=VALUE",
+                      help="--paired: override a value of both winners for their reruns only, e.g. "
+                      "tune on a cheap proxy and rerun the real thing (repeatable; the reruns go "
+                      "to --out/paired-KEY=VALUE)")  # fmt: skip
     tune.add_argument(
         "--top", type=int, default=10, help="report: trials in the table (default 10)"
     )
@@ -79,6 +85,8 @@ def cmd_tune(args: argparse.Namespace, out: Console) -> int:
     for flag, value in (("--space", args.space), ("--trials", args.trials)):
         if value is None:
             raise EclsrError(f"eclsr tune RECIPE needs {flag}. Usage:\n{USAGE}")
+    if args.rerun_overrides and args.paired is None:
+        raise EclsrError("--rerun-set changes the reruns of --paired; pass --paired BASELINE too.")
     load_plugin_files(args)
     settings = _settings(args, args.target, args.study)
     baseline = _baseline(args, out, settings) if args.paired is not None else None
@@ -278,6 +286,8 @@ def _baseline(args: argparse.Namespace, out: Console, settings: Any) -> Any:
     recipe = validate_recipe(data, source=str(file), base_dir=file.parent)
     check_build(recipe)
     baseline, dropped = baseline_settings(settings, data, recipe, file.parent)
+    for rerun_file, rerun_data in ((Path(args.target), settings.recipe_data), (file, data)):
+        _check_rerun_overrides(rerun_file, rerun_data, args.rerun_overrides)
     check_space(
         baseline.space,
         data,
@@ -293,9 +303,28 @@ def _baseline(args: argparse.Namespace, out: Console, settings: Any) -> Any:
     return baseline
 
 
+def _check_rerun_overrides(file: Path, data: dict[str, Any], overrides: list[str]) -> None:
+    """``--rerun-set`` values are checked before hours of tuning, on the recipe they change."""
+    from eclsr.engine.model import check_build
+    from eclsr.recipe.load import apply_overrides, validate_recipe
+
+    if overrides:
+        changed = apply_overrides(data, overrides)
+        check_build(
+            validate_recipe(changed, source=f"{file} with --rerun-set", base_dir=file.parent)
+        )
+
+
 def _paired(args: argparse.Namespace, out: Console, settings: Any, baseline: Any) -> None:
     """Tune the baseline, rerun both winners with the same seeds, print the tests."""
-    from eclsr.tune.paired import METRICS, compare, plan_reruns, run_reruns
+    from eclsr.tune.paired import (
+        METRICS,
+        by_seed,
+        compare,
+        plan_reruns,
+        reruns_folder,
+        run_reruns,
+    )
     from eclsr.tune.study import tune
 
     out.print(
@@ -309,19 +338,24 @@ def _paired(args: argparse.Namespace, out: Console, settings: Any, baseline: Any
 
     study = load_study(settings.study_name, settings.storage_url)
     seeds = [settings.seed + i for i in range(args.seeds)]
+    changes = args.rerun_overrides
+    with_changes = f" with {' '.join(changes)}" if changes else ""
     out.print(
-        f"rerunning both winners with seeds {seeds} ({settings.workers} at a time)",
+        f"rerunning both winners{with_changes} with seeds {seeds} ({settings.workers} at a time)",
         highlight=False,
+        soft_wrap=True,
     )
-    paired_dir = settings.out / "paired"
-    tuned = plan_reruns(study, paired_dir / "tuned", seeds, settings.threads, settings.base_dir)
+    paired_dir = reruns_folder(settings.out, changes)
+    tuned = plan_reruns(
+        study, paired_dir / "tuned", seeds, settings.threads, settings.base_dir, changes
+    )
     base = plan_reruns(
-        base_study, paired_dir / "baseline", seeds, baseline.threads, baseline.base_dir
+        base_study, paired_dir / "baseline", seeds, baseline.threads, baseline.base_dir, changes
     )
-    run_reruns(tuned + base, settings.workers, settings.plugin_files)
+    run_reruns(by_seed(tuned, base), settings.workers, settings.plugin_files)
     outcome = compare([r.folder for r in tuned], [r.folder for r in base], seeds, METRICS)
     table = Table(
-        title=f"test split: B = tuned {args.target} vs A = tuned {args.paired} ({len(seeds)} seeds)"
+        title=f"test split: B = tuned {args.target} vs A = tuned {args.paired}{with_changes} ({len(seeds)} seeds)"
     )
     for column in (
         "metric",

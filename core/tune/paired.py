@@ -7,11 +7,17 @@ test metrics are tested two ways, as the results book does:
 
 - paired, per user: each user's metric averaged over the seeds, B − A (t-test and Wilcoxon);
 - across seeds: each seed's mean metric, paired by seed (t-test; few samples, so weak).
+
+The trials may train a cheap proxy (fewer epochs, one sequence per user) while the reruns train
+the real thing: ``rerun_overrides`` (``--rerun-set``) change both winners alike for the reruns
+only, which then live in a folder named after them, so a proxy rerun is never taken for a full one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,45 +76,104 @@ class Rerun:
         return (self.folder / "results.json").is_file()
 
 
+def reruns_folder(out: Path, rerun_overrides: Sequence[str] = ()) -> Path:
+    """Where the reruns live: ``out/paired``, or ``out/paired-<overrides>`` with ``--rerun-set``.
+
+    The overrides name the folder (a hash when they are long or odd), so reruns under other
+    overrides never share, resume or reuse each other's seed folders.
+    """
+    if not rerun_overrides:
+        return out / "paired"
+    label = "+".join(rerun_overrides)
+    if len(label) > 80 or not re.fullmatch(r"[A-Za-z0-9._=+\-\[\]]+", label):
+        label = hashlib.sha256(label.encode()).hexdigest()[:12]
+    return out / f"paired-{label}"
+
+
 def plan_reruns(
-    study: Any, out: Path, seeds: Sequence[int], threads: int | None, base_dir: Path | None
+    study: Any,
+    out: Path,
+    seeds: Sequence[int],
+    threads: int | None,
+    base_dir: Path | None,
+    rerun_overrides: Sequence[str] = (),
 ) -> list[Rerun]:
-    """The study's best recipe once per seed, each under ``out/seed-S``."""
-    data = dict(best_trial(study).user_attrs[RECIPE])
+    """The study's best recipe (with ``rerun_overrides``) once per seed, each in ``out/seed-S``."""
+    from eclsr.recipe.load import apply_overrides
+
+    data = apply_overrides(best_trial(study).user_attrs[RECIPE], rerun_overrides)
     data["name"] = f"{study.study_name}-best"
     if threads is not None:
         data["train"] = {**data.get("train", {}), "threads": threads}
     return [Rerun({**data, "seed": seed}, out / f"seed-{seed}", base_dir) for seed in seeds]
 
 
+def by_seed(tuned: Sequence[Rerun], baseline: Sequence[Rerun]) -> list[Rerun]:
+    """Both winners' reruns interleaved seed by seed, so the first seeds finish paired first."""
+    return [rerun for pair in zip(tuned, baseline, strict=True) for rerun in pair]
+
+
 def run_reruns(
     reruns: Sequence[Rerun], workers: int = 1, plugin_files: Sequence[Path] = ()
 ) -> None:
-    """Run every unfinished rerun; with ``workers`` > 1 on that many processes at once.
+    """Run every unfinished rerun in order; with ``workers`` > 1 on that many processes at once.
 
     An interrupted rerun resumes from its checkpoint, so rerunning the command finishes the job.
-    Each process takes every ``workers``-th rerun in turn (the caller's threads per run keep
+    A finished one is kept, after checking it ran this rerun's recipe. The processes share one
+    queue, each taking the next rerun when its last one ends: a winner that trains three times
+    longer than the other does not leave a process idle (the caller's threads per run keep
     workers × threads within the cores, as for the trials).
     """
+    for rerun in reruns:
+        if rerun.finished:
+            _check_finished(rerun)
     pending = [rerun for rerun in reruns if not rerun.finished]
     workers = min(workers, len(pending))
     if workers <= 1:
         for rerun in pending:
             _run_one(rerun)
         return
+    import multiprocessing
+
     from eclsr.tune.study import in_processes
 
-    jobs = [(pending[worker::workers], tuple(plugin_files)) for worker in range(workers)]
+    queue = multiprocessing.get_context("spawn").Queue()
+    for rerun in pending:
+        queue.put(rerun)
+    for _ in range(workers):
+        queue.put(None)  # one end mark a process
+    jobs = [(queue, tuple(plugin_files)) for _ in range(workers)]
     in_processes(_rerun_worker, jobs, what="a rerun worker", resumed_by="the reruns")
 
 
-def _rerun_worker(reruns: Sequence[Rerun], plugin_files: Sequence[Path]) -> None:
-    """A spawned process: the ``--plugin`` files, then its share of the reruns in order."""
+def _rerun_worker(queue: Any, plugin_files: Sequence[Path]) -> None:
+    """A spawned process: the ``--plugin`` files, then reruns from the queue until its end mark."""
     from eclsr.tune.study import load_plugin_files
 
     load_plugin_files(plugin_files)
-    for rerun in reruns:
+    while (rerun := queue.get()) is not None:
         _run_one(rerun)
+
+
+def _check_finished(rerun: Rerun) -> None:
+    """A finished seed folder is kept only if it ran this recipe (another one is an error)."""
+    from eclsr.engine import rundir
+    from eclsr.engine.checkpoint import same_recipe
+    from eclsr.recipe.load import parse_yaml, validate_recipe
+
+    file = rerun.folder / rundir.RECIPE
+    saved = parse_yaml(rundir.read_text(file), str(file)) if file.is_file() else None
+    data = rerun.recipe_data
+    if isinstance(saved, dict) and isinstance(saved.get("train"), dict):
+        # The threads follow --workers, which may differ between the command's runs.
+        data = {
+            **data,
+            "train": {**data.get("train", {}), "threads": saved["train"].get("threads")},
+        }
+    recipe = validate_recipe(data, source=str(rerun.folder), base_dir=rerun.base_dir)
+    if not same_recipe(saved, recipe):
+        msg = f"--paired: {rerun.folder} holds a finished run of another recipe than this rerun's (its recipe: {file}); the study's winner or the --set/--rerun-set values changed since. Move that folder away, or pass another --out."
+        raise TuneError(msg)
 
 
 def _run_one(rerun: Rerun) -> None:
