@@ -310,6 +310,19 @@ def test_run_command_recorded_or_found(tmp_path):
     assert find_recipe_file("custom", recipes) == recipes / "named.toml"
     command = run_command({"recipe": "ecl-sr-toys", "seed": 2}, recipes)
     assert command == f"eclsr run {(recipes / 'ecl-sr' / 'toys.toml').as_posix()} --set seed=2"
+    # A recipe no file holds (a tuned trial's): its run directory's own recipe.yaml, which runs.
+    run_dir = tmp_path / "trial-0003"
+    run_dir.mkdir()
+    tuned = {"recipe": "toys-trial-0003", "seed": 2}
+    guessed = f"eclsr run {recipes.as_posix()}/toys-trial-0003.toml --set seed=2"
+    assert run_command(tuned, recipes, run_dir) == guessed  # no recipe.yaml: the name is all
+    (run_dir / "recipe.yaml").write_text("seed: 2\n")
+    assert (
+        run_command(tuned, recipes, run_dir) == f"eclsr run {(run_dir / 'recipe.yaml').as_posix()}"
+    )
+    assert run_command({"recipe": "quick", "seed": 2}, recipes, run_dir).endswith(
+        "quick.toml --set seed=2"
+    )
 
 
 def test_results_table_reads_bare_results_files(runs, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -379,6 +380,9 @@ def test_paired_tunes_the_baseline_alike_and_tests_both_winners_over_seeds(tmp_p
                 (out / "paired" / model / f"seed-{seed}" / "results.json").read_text()
             )
             assert results["seed"] == seed
+            assert results["command"] == shlex.join(["eclsr", *argv])  # what reruns it
+    trial = json.loads((out / "trials" / "trial-0000" / "results.json").read_text())
+    assert trial["command"] == shlex.join(["eclsr", *argv])
     # Tuned on a proxy (1 epoch), rerun for real: the full studies are kept, both winners rerun
     # with the change in a folder of their own, and the proxy reruns stay as they were.
     proxy = (out / "paired" / "tuned" / "seed-3" / "results.json").read_text()

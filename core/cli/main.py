@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import warnings
@@ -58,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _warning_printer(err)
     try:
         args = build_parser().parse_args(argv)
+        # What the runs record as their command: this call's arguments (main(argv) from Python
+        # is not sys.argv).
+        args.command_line = shlex.join(["eclsr", *argv])
         handler: Callable[[argparse.Namespace, Console], int] = args.handler
         return handler(args, out)
     except EclsrError as exc:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -151,7 +150,7 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         overwrite=args.overwrite,
         resume=args.resume,
         progress=not args.no_progress and sys.stderr.isatty(),
-        command=shlex.join(["eclsr", *sys.argv[1:]]),
+        command=args.command_line,
     )
     if rank == 0:
         print_results(out, result.results, out_dir)
@@ -177,8 +176,7 @@ def cmd_resume(args: argparse.Namespace, out: Console) -> int:
         recipe, run_dir = _extend(args, recipe)
     rank = maybe_init_distributed(recipe.train.device)
     progress = not args.no_progress and sys.stderr.isatty()
-    command = shlex.join(["eclsr", *sys.argv[1:]])
-    result = run(recipe, run_dir, resume=True, progress=progress, command=command)
+    result = run(recipe, run_dir, resume=True, progress=progress, command=args.command_line)
     if rank == 0:
         print_results(out, result.results, run_dir)
     leave_distributed()

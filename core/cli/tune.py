@@ -138,6 +138,7 @@ def _settings(args: argparse.Namespace, recipe_file: Path | str, study: str | No
         threads=threads,
         base_dir=file.parent,
         plugin_files=tuple(args.plugin_files),
+        command=args.command_line,
     )
 
 
@@ -346,11 +347,18 @@ def _paired(args: argparse.Namespace, out: Console, settings: Any, baseline: Any
         soft_wrap=True,
     )
     paired_dir = reruns_folder(settings.out, changes)
+    command = settings.command
     tuned = plan_reruns(
-        study, paired_dir / "tuned", seeds, settings.threads, settings.base_dir, changes
+        study, paired_dir / "tuned", seeds, settings.threads, settings.base_dir, changes, command
     )
     base = plan_reruns(
-        base_study, paired_dir / "baseline", seeds, baseline.threads, baseline.base_dir, changes
+        base_study,
+        paired_dir / "baseline",
+        seeds,
+        baseline.threads,
+        baseline.base_dir,
+        changes,
+        command,
     )
     run_reruns(by_seed(tuned, base), settings.workers, settings.plugin_files)
     outcome = compare([r.folder for r in tuned], [r.folder for r in base], seeds, METRICS)

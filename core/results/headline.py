@@ -699,7 +699,7 @@ def _command_lines(groups: Sequence[ModelRuns]) -> list[str]:
     for group in groups:
         for run in group.runs:
             lines.append(
-                f"- {group.model}, seed {run.results.get('seed')}: `{run_command(run.results)}`"
+                f"- {group.model}, seed {run.results.get('seed')}: `{run_command(run.results, run_dir=run.path)}`"
                 + _resumed_note(run.results)
                 + _trained_note(run.results)
                 + _collected_note(run.results)

@@ -347,16 +347,22 @@ def mean_std(values: Sequence[float], digits: int) -> str:
     return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def run_command(results: dict[str, Any], recipes: Path = Path("recipes")) -> str:
+def run_command(
+    results: dict[str, Any], recipes: Path = Path("recipes"), run_dir: Path | None = None
+) -> str:
     """The command that produced a result: its recorded ``command``, else rebuilt.
 
     The rebuilt command runs the file under ``recipes`` whose recipe name (its ``name`` key, else
     ``stem`` or ``folder-stem``, as ``eclsr run`` names it) equals the result's, with its seed.
+    A recipe no file there holds (a tuned trial's, say) is run from the run directory's own
+    resolved ``recipe.yaml`` (seed included) rather than from a file that does not exist.
     """
     if results.get("command"):
         return str(results["command"])
     name = str(results.get("recipe") or "recipe")
     file = find_recipe_file(name, recipes)
+    if file is None and run_dir is not None and (run_dir / "recipe.yaml").is_file():
+        return f"eclsr run {(run_dir / 'recipe.yaml').as_posix()}"
     shown = file.as_posix() if file is not None else f"{recipes.as_posix()}/{name}.toml"
     return f"eclsr run {shown} --set seed={results.get('seed')}"
 

@@ -65,11 +65,13 @@ class Rerun:
         recipe_data: the winner's recipe with this seed (and the worker's threads).
         folder: its run directory; a finished one is kept, an interrupted one resumed.
         base_dir: the recipe's folder (its ``plugins`` files are relative to it).
+        command: the command line that reruns it, recorded in its ``results.json``.
     """
 
     recipe_data: dict[str, Any]
     folder: Path
     base_dir: Path | None
+    command: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -97,6 +99,7 @@ def plan_reruns(
     threads: int | None,
     base_dir: Path | None,
     rerun_overrides: Sequence[str] = (),
+    command: str | None = None,
 ) -> list[Rerun]:
     """The study's best recipe (with ``rerun_overrides``) once per seed, each in ``out/seed-S``."""
     from eclsr.recipe.load import apply_overrides
@@ -105,7 +108,9 @@ def plan_reruns(
     data["name"] = f"{study.study_name}-best"
     if threads is not None:
         data["train"] = {**data.get("train", {}), "threads": threads}
-    return [Rerun({**data, "seed": seed}, out / f"seed-{seed}", base_dir) for seed in seeds]
+    return [
+        Rerun({**data, "seed": seed}, out / f"seed-{seed}", base_dir, command) for seed in seeds
+    ]
 
 
 def by_seed(tuned: Sequence[Rerun], baseline: Sequence[Rerun]) -> list[Rerun]:
@@ -186,7 +191,15 @@ def _run_one(rerun: Rerun) -> None:
     folder = rerun.folder
     recipe = validate_recipe(rerun.recipe_data, source=str(folder), base_dir=rerun.base_dir)
     resume = (folder / "checkpoints.json").is_file()
-    run(recipe, folder, resume=resume, overwrite=not resume, progress=False, console=_quiet())
+    run(
+        recipe,
+        folder,
+        resume=resume,
+        overwrite=not resume,
+        progress=False,
+        console=_quiet(),
+        command=rerun.command,
+    )
 
 
 def _quiet() -> Any:

@@ -70,6 +70,7 @@ class TuneSettings:
         threads: torch threads per worker (W × threads ≤ cores); None keeps the recipe's.
         base_dir: the recipe's folder (its ``plugins`` files are relative to it).
         plugin_files: ``--plugin`` files every worker loads.
+        command: the command line that tunes; each trial's ``results.json`` records it.
     """
 
     recipe_data: dict[str, Any]
@@ -88,6 +89,7 @@ class TuneSettings:
     threads: int | None = None
     base_dir: Path | None = None
     plugin_files: tuple[str, ...] = field(default_factory=tuple)
+    command: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse numbers no study can run with, naming the flag."""
@@ -347,6 +349,7 @@ def run_trial(trial: Any, settings: TuneSettings, cache: Any = None) -> float:
             overwrite=True,  # a trial number is never reused; a leftover folder is stale
             progress=False,
             console=_quiet_console(),
+            command=settings.command,
             on_epoch=prune,
         )
     except (optuna.TrialPruned, RunInterrupted):
