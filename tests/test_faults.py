@@ -33,6 +33,7 @@ from eclsr.cli.main import main
 from eclsr.engine import rundir
 from eclsr.engine.checkpoint import CHECKPOINT_FORMAT
 from eclsr.engine.train import run
+from eclsr.errors import EclsrError
 from eclsr.recipe.load import validate_recipe
 
 TALLY: Counter[str] = Counter()
@@ -849,8 +850,26 @@ def test_two_real_resumes_at_once_are_refused(tmp_path):
         finally:
             first.kill()
             first.wait()
-        with rundir.locked(out):  # the lock died with its process (SIGKILL)
-            pass
+        _lock_when_free(out)  # the lock died with its process (SIGKILL)
+
+
+def _lock_when_free(out: Path, seconds: float = 10.0) -> None:
+    """Take and release ``out``'s lock, waiting up to ``seconds`` for it to be freed.
+
+    A killed process's lock is freed when the last copy of its file descriptor closes: a child
+    caught between fork and exec (the `git` that records the code version runs right after
+    "resuming" is printed) holds a copy until it execs, which on a loaded machine can take a
+    moment after the parent was reaped. The lock must come free, not within microseconds.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with rundir.locked(out):
+                return
+        except EclsrError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 RUN_FILES = ["recipe.yaml", "results.json", "checkpoints.json", "best.pt", "ranks.npz",
