@@ -225,7 +225,11 @@ def test_render_shows_means_paper_values_and_commands(book, paper_file):
         row = next(line for line in text.splitlines() if line.startswith(f"| {model} | 1, 2 |"))
         assert expected in row
         for run in group.runs:
-            assert f"`{run_command(run.results)}`" in text  # recorded, or rebuilt from the seed
+            # recorded, or rebuilt: no recipe file under recipes/ has these synthetic runs' name,
+            # so the command runs each run's own recipe.yaml
+            assert f"`{run_command(run.results, run_dir=run.path)}`" in text
+            if not run.results.get("command"):
+                assert f"`eclsr run {(run.path / 'recipe.yaml').as_posix()}`" in text
     contrastive_row = next(line for line in text.splitlines() if line.startswith("| contrastive |"))
     assert "(paper 0.5000)" in contrastive_row  # `contrastive` matches the paper's name exactly
     assert f"come from `{paper_file.as_posix()}`" in text
