@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -389,6 +390,18 @@ def test_paired_tunes_the_baseline_alike_and_tests_both_winners_over_seeds(tmp_p
     assert main([*argv, "--rerun-set", "train.epochs=2"]) == 0
     printed = capsys.readouterr().out
     assert "rerunning both winners with train.epochs=2" in printed and "p across seeds" in printed
+    valid = [
+        json.loads(
+            (out / "paired-train.epochs=2" / "tuned" / f"seed-{seed}" / "results.json").read_text()
+        )["valid"]["ndcg@10"]
+        for seed in (3, 4)
+    ]
+    trial = optuna.load_study(study_name="r", storage=storage).best_value
+    mean_sd = f"{statistics.fmean(valid):.4f} ± {statistics.stdev(valid):.4f}"
+    assert (
+        f"B: valid ndcg@10 {trial:.4f} in its trial, {mean_sd} in the reruns with train.epochs=2"
+        in printed
+    )
     assert len(optuna.load_study(study_name="r", storage=storage).trials) == 2  # nothing re-tuned
     for model in ("tuned", "baseline"):
         for seed in (3, 4):

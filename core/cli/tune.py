@@ -325,7 +325,9 @@ def _paired(args: argparse.Namespace, out: Console, settings: Any, baseline: Any
         plan_reruns,
         reruns_folder,
         run_reruns,
+        valid_means,
     )
+    from eclsr.tune.report import best_trial
     from eclsr.tune.study import tune
 
     out.print(
@@ -388,6 +390,15 @@ def _paired(args: argparse.Namespace, out: Console, settings: Any, baseline: Any
         )
     target = out if out.is_terminal else Console(file=out.file, width=250, no_color=out.no_color)
     target.print(table)
+    metric = study.user_attrs.get("metric", "recall@10")
+    for label, chosen, reruns in (("B", study, tuned), ("A", base_study, base)):
+        valid = valid_means([r.folder for r in reruns], metric)
+        out.print(
+            f"{label}: valid {metric} {best_trial(chosen).value:.4f} in its trial, "
+            f"{_mean_sd(valid)} in the reruns{with_changes}",
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print(
         f"per user: {outcome.per_user[0].n} users, each one's metric averaged over the seeds (paired t-test, Wilcoxon); "
         f"across seeds: the {len(seeds)} seed means paired by seed (t-test). Runs: {paired_dir}",

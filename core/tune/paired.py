@@ -208,6 +208,11 @@ def _quiet() -> Any:
     return Console(quiet=True)
 
 
+def valid_means(folders: Sequence[Path], metric: str) -> list[float]:
+    """Each rerun's validation ``metric`` (the value its trial was chosen on)."""
+    return [float(load_run(folder).results["valid"][metric]) for folder in folders]
+
+
 @dataclass(frozen=True)
 class PairedOutcome:
     """The reruns of both winners and the tests (B = tuned recipe, A = tuned baseline).
