@@ -106,15 +106,13 @@ def cmd_tune(args: argparse.Namespace, out: Console) -> int:
 
 def _settings(args: argparse.Namespace, recipe_file: Path | str, study: str | None) -> Any:
     """Read, validate and check the recipe and the space; the settings of one study."""
-    from eclsr.engine.model import check_build
     from eclsr.recipe.load import recipe_data, validate_recipe
     from eclsr.tune.space import check_space, read_space
     from eclsr.tune.study import TuneSettings
 
     file = Path(recipe_file)
     data = recipe_data(file, args.overrides)
-    recipe = validate_recipe(data, source=str(file), base_dir=file.parent)
-    check_build(recipe)
+    recipe = _buildable(file, data)
     space = read_space(args.space)
     check_space(
         space, data, recipe, partial(validate_recipe, source=str(file), base_dir=file.parent)
@@ -275,7 +273,6 @@ def cmd_report(args: argparse.Namespace, out: Console) -> int:
 
 def _baseline(args: argparse.Namespace, out: Console, settings: Any) -> Any:
     """The baseline's study settings, checked before the first study starts."""
-    from eclsr.engine.model import check_build
     from eclsr.recipe.load import recipe_data, validate_recipe
     from eclsr.tune.paired import baseline_settings
     from eclsr.tune.space import check_space
@@ -284,8 +281,7 @@ def _baseline(args: argparse.Namespace, out: Console, settings: Any) -> Any:
         raise EclsrError(f"--seeds must be at least 2 for the across-seed test, got {args.seeds}.")
     file = args.paired
     data = recipe_data(file, args.overrides)  # --set applies to both recipes: the same budget
-    recipe = validate_recipe(data, source=str(file), base_dir=file.parent)
-    check_build(recipe)
+    recipe = _buildable(file, data)
     baseline, dropped = baseline_settings(settings, data, recipe, file.parent)
     for rerun_file, rerun_data in ((Path(args.target), settings.recipe_data), (file, data)):
         _check_rerun_overrides(rerun_file, rerun_data, args.rerun_overrides)
@@ -306,14 +302,20 @@ def _baseline(args: argparse.Namespace, out: Console, settings: Any) -> Any:
 
 def _check_rerun_overrides(file: Path, data: dict[str, Any], overrides: list[str]) -> None:
     """``--rerun-set`` values are checked before hours of tuning, on the recipe they change."""
-    from eclsr.engine.model import check_build
-    from eclsr.recipe.load import apply_overrides, validate_recipe
+    from eclsr.recipe.load import apply_overrides
 
     if overrides:
-        changed = apply_overrides(data, overrides)
-        check_build(
-            validate_recipe(changed, source=f"{file} with --rerun-set", base_dir=file.parent)
-        )
+        _buildable(file, apply_overrides(data, overrides), source=f"{file} with --rerun-set")
+
+
+def _buildable(file: Path, data: dict[str, Any], source: str | None = None) -> Any:
+    """The recipe ``data`` read from ``file``, validated and checked to build a model."""
+    from eclsr.engine.model import check_build
+    from eclsr.recipe.load import validate_recipe
+
+    recipe = validate_recipe(data, source=source or str(file), base_dir=file.parent)
+    check_build(recipe)
+    return recipe
 
 
 def _paired(args: argparse.Namespace, out: Console, settings: Any, baseline: Any) -> None:

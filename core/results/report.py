@@ -361,8 +361,8 @@ def run_command(
         return str(results["command"])
     name = str(results.get("recipe") or "recipe")
     file = find_recipe_file(name, recipes)
-    if file is None and run_dir is not None and (run_dir / "recipe.yaml").is_file():
-        return f"eclsr run {(run_dir / 'recipe.yaml').as_posix()}"
+    if file is None and run_dir is not None and (run_dir / rundir.RECIPE).is_file():
+        return f"eclsr run {(run_dir / rundir.RECIPE).as_posix()}"
     shown = file.as_posix() if file is not None else f"{recipes.as_posix()}/{name}.toml"
     return f"eclsr run {shown} --set seed={results.get('seed')}"
 
