@@ -84,6 +84,16 @@ def test_collect_keeps_small_files_only(book, run_dirs):
     assert not list(book.rglob("*.pt"))  # checkpoints stay in the run directories
     original = json.loads((run_dirs[("contrastive-synthetic", 2)] / "results.json").read_text())
     assert json.loads((seed_dir / "results.json").read_text()) == original
+    # every run records its own machine: no stand-in that would describe the collecting one
+    assert original["machine"] and not (book / "MACHINE.json").exists()
+
+
+def test_collecting_a_run_without_its_machine_writes_a_stand_in(run_dirs, tmp_path):
+    old_run = tmp_path / "old-run"
+    shutil.copytree(run_dirs[("base-synthetic", 1)], old_run)
+    _set_machine(old_run, None)  # as results.json files written before the record
+    book = tmp_path / "book"
+    assert main(["results", "collect", str(old_run), "--into", str(book)]) == 0
     machine = json.loads((book / "MACHINE.json").read_text())
     assert machine["cores"] >= 1 and machine["torch"]
 

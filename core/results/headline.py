@@ -2,8 +2,8 @@
 
 ``collect`` copies what a comparison needs out of run directories (``results.json``, the per-user
 ``ranks.npz`` and the per-epoch ``metrics.jsonl``; never checkpoints) into
-``<book>/<dataset>/<model>/seed-<seed>/``, plus ``MACHINE.json`` describing the machine of the
-first collection (it stands in for runs too old to record their own). ``render`` turns such a
+``<book>/<dataset>/<model>/seed-<seed>/``, plus, when a run is too old to record its own machine,
+``MACHINE.json`` describing the machine of the collection as a stand-in. ``render`` turns such a
 folder into markdown: per dataset, each model's test metrics (mean ± std over seeds) beside the
 paper's value, its paired significance against a baseline model, the epochs and wall time of every
 run (with the machine it trained on, where a book's runs come from several) and the command that
@@ -119,11 +119,19 @@ def collect(run_dirs: Sequence[Path], book: Path, as_model: str | None = None) -
             elif (run.path / name).is_file():
                 shutil.copyfile(run.path / name, target / name)
         written.append(target)
-    if not (book / MACHINE_FILE).exists():
-        # Never overwritten: it describes the machine of the runs already here that predate the
-        # per-run record, and a later collection from another machine must not relabel them.
+    unrecorded = [run for run in runs if not _records_machine(run.results)]
+    if unrecorded and not (book / MACHINE_FILE).exists():
+        # Only for runs too old to record their machine: this machine stands in for theirs. Runs
+        # that record it need no stand-in, and a book of GPU runs collected on a laptop must not
+        # say "laptop". Never overwritten: it describes the old runs already here, and a later
+        # collection from another machine must not relabel them.
         rundir.write_json(book / MACHINE_FILE, rundir.machine_description())
     return written
+
+
+def _records_machine(results: dict[str, Any]) -> bool:
+    recorded = results.get("machine")
+    return isinstance(recorded, dict) and bool(recorded)
 
 
 def _seed_folder(book: Path, run: RunRecord) -> Path:
@@ -410,9 +418,8 @@ class RunMachines:
         from_files: dict[str, set[str]] = {}
         book_files: dict[Path, tuple[str, str]] = {}  # each book's MACHINE.json, read once
         for run in (run for group in groups for run in group.runs):
-            recorded = run.results.get("machine")
-            if isinstance(recorded, dict) and recorded:
-                of_run[run.path] = _describe_machine(recorded)
+            if _records_machine(run.results):
+                of_run[run.path] = _describe_machine(run.results["machine"])
                 continue
             book = run.path.parents[2]  # <book>/<dataset>/<model>/seed-<seed>
             if book not in book_files:
