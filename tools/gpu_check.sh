@@ -14,7 +14,8 @@
 #   1. installs the carried wheels into the image's python3 (no index, no dependencies resolved);
 #   2. checks that torch sees CUDA;
 #   3. starts the paper preset (H256, lr 1e-4; recipes/{sasrec,ecl-sr}/{toys,sports}.toml) on CUDA
-#      in the background: four runs on one GPU, for as long as the budget lets them;
+#      in the background: four runs on one GPU, for as long as the budget lets them; first their
+#      recipes are validated with PAPER_EXTRA (as `prepare` does here), and none starts if one fails;
 #   4. `eclsr bench` at the paper preset (H256, L200) on the ML-1m-shaped synthetic data;
 #   5. a CUDA smoke of every model family (one epoch on small synthetic data), then `eclsr
 #      evaluate` and `eclsr resume` of one of those runs on CUDA;
@@ -34,7 +35,9 @@
 # the number of failed steps.
 #
 # Knobs: GPU_CHECK_SECONDS (budget), GPU_CHECK_PAPER_MODELS / GPU_CHECK_PAPER_DATASETS (which paper
-# runs), GPU_CHECK_PAPER_ONLY=1 (skip steps 4-6), GPU_CHECK_STOP_RESERVE (seconds for step 7).
+# runs), PAPER_EXTRA (KEY=VALUE overrides of the paper runs, e.g. "seed=43"; give `prepare` the same
+# to validate them here), GPU_CHECK_PAPER_ONLY=1 (skip steps 4-6), GPU_CHECK_STOP_RESERVE (seconds
+# for step 7).
 #
 # Rehearse it here on the CPU first (a script error costs device minutes):
 #   GPU_CHECK_DEVICE=cpu GPU_CHECK_SECONDS=200 PY=.venv/bin/python OUT=/tmp/gpu_rehearsal \
@@ -48,6 +51,23 @@ CARRIED=(pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-in
     typing-extensions==4.16.0)
 PAPER_DATASETS=(toys sports)
 PAPER_MODELS=(${GPU_CHECK_PAPER_MODELS:-ecl-sr sasrec}) # e.g. ecl-sr alone, to finish one run
+
+paper_sets=()
+for kv in ${PAPER_EXTRA:-}; do paper_sets+=(--set "$kv"); done # e.g. seed=43; rehearsal: synthetic data
+
+# Every paper run's recipe with PAPER_EXTRA, validated: a typo (train.seed for seed) fails here in
+# seconds, where a paper run would die at its start and leave the budget's minutes to nothing.
+paper_recipes_valid() { # PYTHON [--set KEY=VALUE ...]
+    local py=$1 bad=0 dataset model
+    shift
+    for dataset in ${GPU_CHECK_PAPER_DATASETS:-${PAPER_DATASETS[@]}}; do
+        for model in "${PAPER_MODELS[@]}"; do
+            "$py" -m eclsr validate "recipes/$model/$dataset.toml" "${paper_sets[@]}" "$@" \
+                >/dev/null || bad=1
+        done
+    done
+    return "$bad"
+}
 
 prepare() {
     set -e
@@ -65,6 +85,7 @@ prepare() {
         grep -qx "$ignored" .git/info/exclude 2>/dev/null || echo "$ignored" >>.git/info/exclude
     done
     ls -l .whl .gpu_data
+    paper_recipes_valid "$py" # with the PAPER_EXTRA the device call will be given
     echo "now: the device tool's run with command 'bash tools/gpu_check.sh', carry ['.whl', '.gpu_data'], timeout_s 570"
 }
 
@@ -110,10 +131,13 @@ fi
 export ECLSR_DATA_DIR=$PWD/.gpu_data
 PAPER=/tmp/paper
 rm -rf "$PAPER" && mkdir -p "$PAPER"
-paper_sets=()
-for kv in ${PAPER_EXTRA:-}; do paper_sets+=(--set "$kv"); done # rehearsal: small synthetic data
 paper_pids=()
-for dataset in ${GPU_CHECK_PAPER_DATASETS:-${PAPER_DATASETS[@]}}; do
+paper_datasets=(${GPU_CHECK_PAPER_DATASETS:-${PAPER_DATASETS[@]}})
+failed_before=$failed
+step "the paper recipes are valid with PAPER_EXTRA (${PAPER_EXTRA:-none})" \
+    paper_recipes_valid "$PY" --set train.device="$DEVICE"
+[ "$failed" -gt "$failed_before" ] && paper_datasets=() # none started: the error above says why
+for dataset in "${paper_datasets[@]}"; do
     for model in "${PAPER_MODELS[@]}"; do
         name=$model-$dataset
         "$PY" -m eclsr run "recipes/$model/$dataset.toml" --set train.device="$DEVICE" \
@@ -169,10 +193,13 @@ fi
 running() { for pid in "${paper_pids[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
 while running && [ "$(left)" -gt "$STOP_RESERVE" ]; do sleep 2; done
 echo "=== stopping the paper runs ($((SECONDS - START)) s)"
-kill -TERM "${paper_pids[@]}" 2>/dev/null
-wait "${paper_pids[@]}" 2>/dev/null
+if [ "${#paper_pids[@]}" -gt 0 ]; then # an empty list would make `wait` wait for the log's tee
+    kill -TERM "${paper_pids[@]}" 2>/dev/null
+    wait "${paper_pids[@]}" 2>/dev/null
+fi
 scoring=()
 for run in "$PAPER"/*/; do
+    [ -d "$run" ] || continue # no run folder: the glob stayed unexpanded
     name=$(basename "$run")
     tail -n 4 "$PAPER/$name.log"
     [ -f "$run/results.json" ] && continue # finished within the budget: scored already
