@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -107,6 +108,24 @@ def test_code_version_names_the_commit_and_whether_files_changed(tmp_path):
     assert code_version(tmp_path)["git_dirty"] is False
     (tmp_path / "a.py").write_text("x = 2\n")
     assert code_version(tmp_path)["git_dirty"] is True
+
+
+def test_code_version_of_this_process_is_read_once(monkeypatch):
+    # a long-lived worker keeps the version of the code it imported, whatever git says later
+    from eclsr.engine import rundir
+
+    calls = []
+    monkeypatch.setattr(rundir, "_git", lambda root, *args: calls.append(args) or "f" * 40)
+    rundir._this_process_code.cache_clear()
+    try:
+        first = code_version()
+        first["git_commit"] = "edited by the caller"  # each caller gets its own copy
+        monkeypatch.setattr(rundir, "_git", lambda root, *args: "0" * 40)
+        assert code_version()["git_commit"] == "f" * 40
+        assert len(calls) == 2  # rev-parse and status, once
+        assert code_version(Path("any-checkout"))["git_commit"] == "0" * 40  # a root: read now
+    finally:
+        rundir._this_process_code.cache_clear()
 
 
 def test_two_stage_drops_generator_and_rid(tiny_data):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import platform
@@ -221,12 +222,32 @@ def code_version(root: Path | None = None) -> dict[str, Any]:
     A number is only reproducible with the code that made it. When eclsr runs from a git
     checkout (an editable install, as in development), the commit and whether the package's
     tracked files differ from it are recorded; an installed wheel records its version only.
-    ``root`` is the folder above the package (looked up when None).
+    ``root`` is the folder above the package: None means this process's own eclsr, looked up
+    once per process (see ``_this_process_code``).
+    """
+    if root is None:
+        return dict(_this_process_code())
+    return _checkout_version(root)
+
+
+@functools.cache
+def _this_process_code() -> dict[str, Any]:
+    """The running eclsr's version, read at the first run of this process and kept.
+
+    A process runs the code it imported, however the checkout changes later: a tune worker that
+    lives through a commit must not stamp its later runs with the newer commit (or a clean tree
+    with the dirty flag). The first run comes right after the imports, so its reading stands for
+    the process's code.
     """
     import eclsr
 
+    return _checkout_version(Path(eclsr.__file__).resolve().parent.parent)
+
+
+def _checkout_version(root: Path) -> dict[str, Any]:
+    import eclsr
+
     version: dict[str, Any] = {"eclsr": eclsr.__version__, "torch": torch.__version__}
-    root = root or Path(eclsr.__file__).resolve().parent.parent
     commit = _git(root, "rev-parse", "HEAD")
     if commit:
         changed = _git(root, "status", "--porcelain", "--untracked-files=no")
