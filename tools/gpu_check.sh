@@ -51,6 +51,7 @@ CARRIED=(pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-in
     typing-extensions==4.16.0)
 PAPER_DATASETS=(toys sports)
 PAPER_MODELS=(${GPU_CHECK_PAPER_MODELS:-ecl-sr sasrec}) # e.g. ecl-sr alone, to finish one run
+paper_datasets=(${GPU_CHECK_PAPER_DATASETS:-${PAPER_DATASETS[@]}}) # the paper runs' datasets
 
 paper_sets=()
 for kv in ${PAPER_EXTRA:-}; do paper_sets+=(--set "$kv"); done # e.g. seed=43; rehearsal: synthetic data
@@ -60,7 +61,7 @@ for kv in ${PAPER_EXTRA:-}; do paper_sets+=(--set "$kv"); done # e.g. seed=43; r
 paper_recipes_valid() { # PYTHON [--set KEY=VALUE ...]
     local py=$1 bad=0 dataset model
     shift
-    for dataset in ${GPU_CHECK_PAPER_DATASETS:-${PAPER_DATASETS[@]}}; do
+    for dataset in "${paper_datasets[@]}"; do
         for model in "${PAPER_MODELS[@]}"; do
             "$py" -m eclsr validate "recipes/$model/$dataset.toml" "${paper_sets[@]}" "$@" \
                 >/dev/null || bad=1
@@ -132,7 +133,6 @@ export ECLSR_DATA_DIR=$PWD/.gpu_data
 PAPER=/tmp/paper
 rm -rf "$PAPER" && mkdir -p "$PAPER"
 paper_pids=()
-paper_datasets=(${GPU_CHECK_PAPER_DATASETS:-${PAPER_DATASETS[@]}})
 failed_before=$failed
 step "the paper recipes are valid with PAPER_EXTRA (${PAPER_EXTRA:-none})" \
     paper_recipes_valid "$PY" --set train.device="$DEVICE"
