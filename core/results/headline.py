@@ -119,7 +119,7 @@ def collect(run_dirs: Sequence[Path], book: Path, as_model: str | None = None) -
             elif (run.path / name).is_file():
                 shutil.copyfile(run.path / name, target / name)
         written.append(target)
-    unrecorded = [run for run in runs if not _records_machine(run.results)]
+    unrecorded = not all(_records_machine(run.results) for run in runs)
     if unrecorded and not (book / MACHINE_FILE).exists():
         # Only for runs too old to record their machine: this machine stands in for theirs. Runs
         # that record it need no stand-in, and a book of GPU runs collected on a laptop must not
