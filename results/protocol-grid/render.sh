@@ -2,9 +2,9 @@
 # Renders the protocol grid from its committed run files (run from the repository root).
 set -e
 G=results/protocol-grid
-eclsr results render $G/headline $G/positions-from-end $G/prefixes $G/sampled-softmax $G/prefixes-epyc $G/authors-settings $G/small-batch $G/no-dropout $G/random-batches $G/epoch-average \
+eclsr results render $G/headline $G/positions-from-end $G/prefixes $G/sampled-softmax $G/prefixes-epyc $G/authors-settings $G/authors-settings-p10 $G/small-batch $G/no-dropout $G/random-batches $G/epoch-average \
   --baseline headline/sasrec-code \
-  --models headline/sasrec-code,small-batch/sasrec-code-b48,small-batch/sasrec-code-b48-unbucketed,small-batch/sasrec-code-b48-epochavg,random-batches/sasrec-code-seq-random,epoch-average/sasrec-code-epochavg,epoch-average/icl-sr-code-epochavg,epoch-average/ridl-sr-code-epochavg,epoch-average/ecl-sr-code-epochavg,epoch-average/ecl-sr-code-epochavg-icl0.3,no-dropout/sasrec-code-b48-nodrop,no-dropout/sasrec-code-prefixes-nodrop,positions-from-end/sasrec-code,prefixes/sasrec-code-prefixes,prefixes-epyc/sasrec-code-prefixes,sampled-softmax/sasrec-code-sampled256,sampled-softmax/sasrec-code-prefixes-sampled256,headline/ecl-sr-code,positions-from-end/ecl-sr-code,authors-settings/ecl-sr-code-authors,prefixes-epyc/ecl-sr-code-prefixes,prefixes-epyc/ecl-sr-code-prefixes-icl0.3,prefixes-epyc/ecl-sr-code-prefixes-icl0.3-ridscaled,prefixes-epyc/ecl-sr-code-prefixes-paperaux,prefixes-epyc/icl-sr-code-prefixes,prefixes-epyc/icl-sr-code-prefixes-icl0.3,prefixes-epyc/ridl-sr-code-prefixes \
+  --models headline/sasrec-code,small-batch/sasrec-code-b48,small-batch/sasrec-code-b48-unbucketed,small-batch/sasrec-code-b48-epochavg,random-batches/sasrec-code-seq-random,epoch-average/sasrec-code-epochavg,epoch-average/icl-sr-code-epochavg,epoch-average/ridl-sr-code-epochavg,epoch-average/ecl-sr-code-epochavg,epoch-average/ecl-sr-code-epochavg-icl0.3,no-dropout/sasrec-code-b48-nodrop,no-dropout/sasrec-code-prefixes-nodrop,positions-from-end/sasrec-code,prefixes/sasrec-code-prefixes,prefixes-epyc/sasrec-code-prefixes,sampled-softmax/sasrec-code-sampled256,sampled-softmax/sasrec-code-prefixes-sampled256,headline/ecl-sr-code,positions-from-end/ecl-sr-code,authors-settings/ecl-sr-code-authors,authors-settings-p10/ecl-sr-code-authors,authors-settings-p10/ecl-sr-code-authors-icl0.3,prefixes-epyc/ecl-sr-code-prefixes,prefixes-epyc/ecl-sr-code-prefixes-icl0.3,prefixes-epyc/ecl-sr-code-prefixes-icl0.3-ridscaled,prefixes-epyc/ecl-sr-code-prefixes-paperaux,prefixes-epyc/icl-sr-code-prefixes,prefixes-epyc/icl-sr-code-prefixes-icl0.3,prefixes-epyc/ridl-sr-code-prefixes \
   --pair prefixes-epyc/sasrec-code-prefixes:prefixes-epyc/ecl-sr-code-prefixes \
   --pair prefixes-epyc/sasrec-code-prefixes:prefixes-epyc/ecl-sr-code-prefixes-icl0.3 \
   --pair prefixes-epyc/sasrec-code-prefixes:prefixes-epyc/ecl-sr-code-prefixes-icl0.3-ridscaled \
@@ -27,6 +27,8 @@ eclsr results render $G/headline $G/positions-from-end $G/prefixes $G/sampled-so
   --pair epoch-average/sasrec-code-epochavg:epoch-average/ecl-sr-code-epochavg-icl0.3 \
   --pair epoch-average/icl-sr-code-epochavg:epoch-average/ecl-sr-code-epochavg \
   --pair epoch-average/ridl-sr-code-epochavg:epoch-average/ecl-sr-code-epochavg \
+  --pair epoch-average/ecl-sr-code-epochavg:authors-settings-p10/ecl-sr-code-authors \
+  --pair authors-settings-p10/ecl-sr-code-authors:authors-settings-p10/ecl-sr-code-authors-icl0.3 \
   --pair no-dropout/sasrec-code-b48-nodrop:no-dropout/sasrec-code-prefixes-nodrop \
   --out $G/RESULTS.md
 eclsr results render $G/seen-excluded --baseline sasrec-code-prefixes \
