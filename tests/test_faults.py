@@ -300,6 +300,48 @@ def test_a_real_sigkill_in_epoch_0_then_resume_gives_the_same_results(tmp_path):
         )
 
 
+@pytest.fixture
+def umask_022():
+    """Umask 022 for one test (the usual default), with eclsr's cached reading of it refreshed."""
+    previous = os.umask(0o022)
+    rundir._process_umask.cache_clear()
+    yield
+    os.umask(previous)
+    rundir._process_umask.cache_clear()
+
+
+def test_written_files_are_as_readable_as_any_file_the_user_creates(umask_022, tmp_path):
+    """mkstemp makes its files 0600 whatever the umask; the atomic writes must not pass that on."""
+    fresh = tmp_path / "results.json"
+    with outcome():
+        rundir.atomic_write_bytes(fresh, b"{}\n")
+        mode = fresh.stat().st_mode & 0o777
+        assert mode == 0o644, f"SILENT: a new file was written {oct(mode)} under umask 022"
+
+
+def test_rewriting_a_users_file_keeps_the_access_they_gave_it(umask_022, tmp_path):
+    shared = tmp_path / "RESULTS.md"
+    shared.write_text("old\n")
+    shared.chmod(0o664)  # group-writable, as a lab's shared results folder might be
+    with outcome():
+        rundir.atomic_write_bytes(shared, b"new\n")
+        assert shared.read_text() == "new\n"
+        mode = shared.stat().st_mode & 0o777
+        assert mode == 0o664, f"DATA LOST: the rewrite changed the file's mode to {oct(mode)}"
+
+
+def test_every_file_of_a_run_gets_the_mode_open_would_give(trained, tmp_path):
+    """A finished run's files (results, recipe, metrics, checkpoints) are readable like any other."""
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"")  # created by open() under this process's umask
+    expected = probe.stat().st_mode & 0o777
+    modes = {
+        p.name: p.stat().st_mode & 0o777 for p in trained[0].iterdir() if p.name != rundir.LOCK
+    }
+    assert rundir.RESULTS in modes and rundir.RECIPE in modes
+    assert {name: oct(m) for name, m in modes.items() if m != expected} == {}
+
+
 def test_no_usable_checkpoint_keeps_files_and_never_advises_overwrite(trained, tmp_path):
     with outcome():
         copy = copy_run(trained, tmp_path)

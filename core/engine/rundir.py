@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import platform
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -195,15 +196,39 @@ def read_text(path: Path) -> str:
         raise EclsrError(msg) from None
 
 
+def _mode_for(path: Path) -> int:
+    """Permission bits ``path`` should get: an existing file's own, else what ``open`` would give.
+
+    ``mkstemp`` creates its file 0600 whatever the umask, so without this every file eclsr
+    writes (results, RESULTS.md) would end up readable by its owner alone, and rewriting a
+    user's shared file would silently take away the group's access.
+    """
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_process_umask()
+
+
+@functools.cache
+def _process_umask() -> int:
+    """The process's umask, read once: setting it is the only portable way to read it, and the
+    moment it holds another value must not recur while other threads may be creating files."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` via a temporary file in the same folder, fsync and rename."""
     make_dirs(path.parent)
+    mode = _mode_for(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise output_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
