@@ -139,10 +139,11 @@ class TrainConfig(_Section):
         description="Batch rows of similar length (less padding, faster). With one sequence per "
         "user and per-batch means it also reweights the loss toward short histories' targets "
         "(on Sports −.0033 R@10 against random batches, one seed). The heads' average_over = "
-        "'epoch' removes that reweighting; what bucketing does beyond it is not settled "
+        "'epoch' removes that reweighting; what bucketing does beyond it is not settled there "
         "(against random batches: +.0026 R@10 at 48 users a batch, one seed a side; about "
         "−.002 at 256, two seeds against one; results/protocol-grid/README.md). Every-prefix "
-        "batches all hold the same number of next-item targets.",
+        "batches all hold the same number of next-item targets, and there bucketing costs "
+        "nothing measurable (Sports SASRec, three seeds a side: −.0002 R@10, p .75).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
     threads: int | None = Field(
