@@ -35,8 +35,8 @@ eclsr results render $G/headline $G/positions-from-end $G/prefixes $G/sampled-so
 eclsr results render $G/seen-excluded --baseline sasrec-code-prefixes \
   --models sasrec-code,sasrec-code-b48,sasrec-code-b48-unbucketed,sasrec-code-b48-epochavg,sasrec-code-seq-random,sasrec-code-epochavg,icl-sr-code-epochavg,ridl-sr-code-epochavg,ecl-sr-code-epochavg,ecl-sr-code-epochavg-icl0.3,sasrec-code-prefixes,ecl-sr-code-prefixes,ecl-sr-code-prefixes-icl0.3,ecl-sr-code-prefixes-icl0.3-ridscaled,ecl-sr-code-prefixes-paperaux,icl-sr-code-prefixes,icl-sr-code-prefixes-icl0.3,ridl-sr-code-prefixes \
   --out $G/SEEN-EXCLUDED.md
-eclsr results render $G/patience10 $G/random-batches $G/learning-rate --baseline patience10/sasrec-code-prefixes \
-  --models patience10/sasrec-code-prefixes,random-batches/sasrec-code-prefixes-unbucketed,learning-rate/sasrec-code-prefixes-lr5e-4,learning-rate/sasrec-code-prefixes-lr3e-4,patience10/icl-sr-code-prefixes-icl0.3,patience10/ridl-sr-code-prefixes,patience10/ecl-sr-code-prefixes-icl0.3,random-batches/sasrec-code-seq-random \
+eclsr results render $G/patience10 $G/random-batches $G/learning-rate $G/model-size --baseline patience10/sasrec-code-prefixes \
+  --models patience10/sasrec-code-prefixes,random-batches/sasrec-code-prefixes-unbucketed,learning-rate/sasrec-code-prefixes-lr5e-4,learning-rate/sasrec-code-prefixes-lr3e-4,model-size/sasrec-code-prefixes-h128,model-size/sasrec-code-prefixes-h128-lr5e-4,model-size/sasrec-code-prefixes-h128-lr3e-4,patience10/icl-sr-code-prefixes-icl0.3,patience10/ridl-sr-code-prefixes,patience10/ecl-sr-code-prefixes-icl0.3,random-batches/sasrec-code-seq-random \
   --out $G/PATIENCE10.md
 # Where along the history length ECL-SR gains (reads the datasets: set ECLSR_DATA_DIR)
 eclsr results render $G/prefixes-epyc --baseline sasrec-code-prefixes \
